@@ -1,0 +1,200 @@
+"""The factor matrices in one Delta table: the model's source of truth.
+
+One table keyed by ``(side, id)``: user rows (``side = "u"``), item rows (``"i"``) and one model
+metadata row (``side = "m"``, ``id = "model"``, JSON in ``meta``: rank, kind, global mean, last batch id,
+learning-rate schedule state, snapshot lineage, ...). A batch's changed rows and its metadata are
+written by ONE ``MERGE``, so a crash can never half-apply a batch, and the metadata row says which
+batch the factors include: :meth:`FactorStore.write` skips a batch whose id is not newer than the
+stored ``last_batch`` (the replay after a crash). Rollback is Delta time travel + ``RESTORE``.
+
+Example
+-------
+>>> store = FactorStore(spark, "/data/warehouse/factors")
+>>> store.create(rank=10, kind="implicit")
+>>> users = store.load("u", ids=batch.select(F.col("user").alias("id")))
+>>> store.write(new_users, new_items, meta={"mu": 3.5}, batch_id=7)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dsgd import columns as C
+from dsgd.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+TABLE_SCHEMA = (f"{C.SIDE} string, {C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, "
+                f"{C.COUNT} long, {C.LAST_BATCH} long, {C.UPDATED_AT} timestamp, meta string")
+META_ID = "model"
+
+
+_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+              "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+              "ProtocolChangedException", "DELTA_CONCURRENT")
+
+
+def conflict_name(exc: BaseException) -> str:
+    text = str(exc)
+    return next((c for c in _CONFLICTS if c in text), exc.__class__.__name__)
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True for Delta optimistic-concurrency conflicts (retry the transaction), False otherwise."""
+    text = f"{exc.__class__.__name__} {exc}"
+    return any(c in text for c in _CONFLICTS)
+
+
+class FactorStore:
+    """Read and write the ``factors`` Delta table at ``path``."""
+
+    def __init__(self, spark: SparkSession, path: str) -> None:
+        self.spark = spark
+        self.path = path
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path)
+
+    def create(self, *, rank: int, kind: str, meta: dict[str, Any] | None = None) -> None:
+        """Create the table with its metadata row (last_batch = -1); no-op if it exists."""
+        if self.exists():
+            return
+        m = {"rank": rank, "kind": kind, "mu": 0.0, "n_ratings": 0, "last_batch": -1, **(meta or {})}
+        row = self._meta_df(m, -1)
+        try:
+            row.write.format("delta").partitionBy(C.SIDE).mode("errorifexists").save(self.path)
+        except Exception as exc:  # another writer created it first
+            if not self.exists():
+                raise
+            log.info("factors table created concurrently: %s", exc.__class__.__name__)
+
+    def check_compatible(self, *, rank: int, kind: str) -> dict[str, Any]:
+        """Refuse to start on a table written with another rank or model kind (names the keys)."""
+        meta = self.meta()
+        if int(meta["rank"]) != rank:
+            raise ConfigError(f"config key model.rank is {rank} but the factors table at {self.path} was written "
+                              f"with rank {meta['rank']}; set model.rank = {meta['rank']} or use a new app.warehouse")
+        if meta["kind"] != kind:
+            raise ConfigError(f"config key model.kind is {kind!r} but the factors table at {self.path} holds a "
+                              f"{meta['kind']!r} model; set model.kind = {meta['kind']!r} or use a new app.warehouse")
+        return meta
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def table(self, version: int | None = None, timestamp: str | None = None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        if timestamp is not None:
+            reader = reader.option("timestampAsOf", timestamp)
+        return reader.load(self.path)
+
+    def meta(self, version: int | None = None) -> dict[str, Any]:
+        rows = (self.table(version).where((F.col(C.SIDE) == C.SIDE_META) & (F.col(C.ID) == META_ID))
+                .select("meta").collect())
+        if not rows:
+            raise RuntimeError(f"factors table at {self.path} has no metadata row")
+        return json.loads(rows[0].meta)
+
+    def load(self, side: str, ids: DataFrame | None = None, version: int | None = None) -> DataFrame:
+        """Factor rows of one side (id, key, vec, bias, count); only those in ``ids`` (column id) if given."""
+        df = self.table(version).where(F.col(C.SIDE) == side).select(C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT)
+        if ids is not None:
+            df = df.join(F.broadcast(ids.select(C.ID).distinct()), C.ID, "left_semi")
+        return df
+
+    def version(self) -> int:
+        from delta.tables import DeltaTable
+
+        return int(DeltaTable.forPath(self.spark, self.path).history(1).select("version").first()[0])
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def _meta_df(self, meta: dict[str, Any], batch_id: int) -> DataFrame:
+        return self.spark.createDataFrame(
+            [(C.SIDE_META, META_ID, 0, None, None, None, batch_id, None, json.dumps(meta, sort_keys=True))],
+            TABLE_SCHEMA).withColumn(C.UPDATED_AT, F.current_timestamp())
+
+    def write(self, users: DataFrame | None, items: DataFrame | None, *, meta: dict[str, Any], batch_id: int,
+              app_id: str = "dsgd", retries: int = 5, force: bool = False) -> bool:
+        """MERGE the given factor rows and the metadata row in one commit; False if already applied.
+
+        ``users``/``items`` hold (id, key, vec, bias, count) rows to upsert (only changed rows should be
+        passed). ``meta`` is merged into the stored metadata and ``last_batch`` set to ``batch_id``.
+        A batch whose id is not newer than the stored ``last_batch`` is skipped (idempotent replay)
+        unless ``force``. Concurrent-writer conflicts are retried ``retries`` times.
+        """
+        from delta.tables import DeltaTable
+
+        for attempt in range(retries + 1):
+            current = self.meta()
+            if not force and int(current.get("last_batch", -1)) >= batch_id:
+                log.info("batch %d already in the factors table (last_batch=%s): skipped", batch_id,
+                         current.get("last_batch"))
+                return False
+            merged_meta = {**current, **meta, "last_batch": batch_id}
+            parts = [self._meta_df(merged_meta, batch_id)]
+            for side, df in ((C.SIDE_USER, users), (C.SIDE_ITEM, items)):
+                if df is not None:
+                    parts.append(df.select(F.lit(side).alias(C.SIDE), C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT,
+                                           F.lit(batch_id).cast("long").alias(C.LAST_BATCH),
+                                           F.current_timestamp().alias(C.UPDATED_AT),
+                                           F.lit(None).cast("string").alias("meta")))
+            source = parts[0]
+            for p in parts[1:]:
+                source = source.unionByName(p)
+            target = DeltaTable.forPath(self.spark, self.path)
+            conf = self.spark.conf
+            conf.set("spark.databricks.delta.write.txnAppId", f"{app_id}-factors")
+            conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+            try:
+                (target.alias("t").merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
+                 .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+                return True
+            except Exception as exc:
+                if not is_write_conflict(exc) or attempt == retries:
+                    raise
+                log.warning("factors MERGE conflict (%s), retry %d/%d", conflict_name(exc), attempt + 1, retries)
+                time.sleep(0.2 * (attempt + 1))
+            finally:
+                conf.unset("spark.databricks.delta.write.txnAppId")
+                conf.unset("spark.databricks.delta.write.txnVersion")
+        return False
+
+    def replace_all(self, users: DataFrame, items: DataFrame, *, meta: dict[str, Any], batch_id: int) -> None:
+        """Overwrite the whole table (users, items, meta) in one commit: used by the batch blend."""
+        current = self.meta() if self.exists() else {}
+        merged = {**current, **meta, "last_batch": batch_id}
+        df = self._meta_df(merged, batch_id)
+        for side, part in ((C.SIDE_USER, users), (C.SIDE_ITEM, items)):
+            df = df.unionByName(part.select(F.lit(side).alias(C.SIDE), C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT,
+                                            F.lit(batch_id).cast("long").alias(C.LAST_BATCH),
+                                            F.current_timestamp().alias(C.UPDATED_AT),
+                                            F.lit(None).cast("string").alias("meta")))
+        df.write.format("delta").mode("overwrite").partitionBy(C.SIDE).save(self.path)
+
+    # ---- maintenance ----------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Bin-pack small files (OPTIMIZE)."""
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(self.spark, self.path).optimize().executeCompaction()
+
+    def restore(self, *, version: int | None = None, timestamp: str | None = None) -> None:
+        """Roll the model back to an earlier Delta version or timestamp (a new commit)."""
+        from delta.tables import DeltaTable
+
+        table = DeltaTable.forPath(self.spark, self.path)
+        if version is not None:
+            table.restoreToVersion(version)
+        elif timestamp is not None:
+            table.restoreToTimestamp(timestamp)
+        else:
+            raise ValueError("restore needs version= or timestamp=")

@@ -1,0 +1,62 @@
+"""The Delta tables of a deployment, under ``app.warehouse``, and idempotent appends to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+
+from dsgd import columns as C
+from dsgd.config import Config
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Paths (or URIs) of the engine's tables."""
+
+    root: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Tables:
+        return cls(cfg.app.warehouse.rstrip("/"))
+
+    @property
+    def events(self) -> str:
+        return f"{self.root}/events"
+
+    @property
+    def factors(self) -> str:
+        return f"{self.root}/factors"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.root}/metrics"
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.root}/quarantine"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.root}/snapshots"
+
+    @property
+    def recommendations(self) -> str:
+        return f"{self.root}/recommendations"
+
+
+def append_once(df: DataFrame, path: str, *, app_id: str, version: int, partition_by: list[str] | None = None
+                ) -> None:
+    """Append ``df`` to the Delta table at ``path`` at most once per (app_id, version).
+
+    Delta records ``txnAppId``/``txnVersion`` in the commit and skips a later write with a version that
+    is not newer: the replay of a micro-batch after a crash appends nothing twice.
+    """
+    writer = (df.write.format("delta").mode("append").option("txnAppId", app_id)
+              .option("txnVersion", version).option("mergeSchema", "false"))
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)
+
+
+EVENTS_PARTITION = [C.EVENT_DATE]

@@ -1,0 +1,482 @@
+"""The streaming trainer: Kafka -> foreachBatch (test, then train with DSGD) -> Delta, exactly once.
+
+Per micro-batch (``process_batch``):
+
+1. parse + validate the records; append valid events to ``events`` (partitioned by event date) and
+   rejected records to ``quarantine``, both idempotent on (stream id, batch id);
+2. evaluate the batch prequentially against the model as it was before the batch (``metrics``);
+3. load the touched factor rows (all item rows for implicit models: negatives are drawn from them),
+   initialise new ids deterministically, run the stratified DSGD step for ``model.epochs`` epochs;
+4. write the changed rows and the model metadata in ONE Delta MERGE, skipped if the factors already
+   include this batch (replay after a crash); a divergent batch (non-finite or huge factors) is
+   rejected: only the metadata moves, the model stays as it was, and an alert is recorded;
+5. append one ``metrics`` row; every ``stream.maintenance_every`` batches compact the factor table.
+
+Nothing is carried from batch to batch as a DataFrame (state is re-read from Delta), so the plan never
+grows; the Spark engine cuts lineage per stratum with ``localCheckpoint``.
+
+Exactly-once: Spark replays a failed batch with the same offsets and batch id; every write above is
+idempotent on the stream's id (persisted in the checkpoint) and the batch id, so a crash anywhere
+followed by a restart gives the factors of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dsgd import columns as C
+from dsgd.config import Config
+from dsgd.factor_store import FactorStore
+from dsgd.hashing import id_key, mix_seed
+from dsgd.local import SideFactors, train_epochs
+from dsgd.params import KernelParams
+from dsgd.schedules import make_schedule, schedule_from_state
+from dsgd.spark_engine import _list_array, ensure_ids, train_epochs_spark
+from streaming.evaluate import evaluate_batch, sample_events
+from streaming.events import QUARANTINE_COLUMNS, parse_events, quarantined, valid_events
+from streaming.tables import EVENTS_PARTITION, Tables, append_once
+
+log = logging.getLogger("dsgd.stream")
+
+FAULT_POINTS = ("after_events", "after_eval", "after_factors", "after_metrics")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault hook at a named point of a batch (tests of exactly-once)."""
+
+
+def env_fault_hook() -> Any:
+    """``DSGD_FAULT="point:batch_id[,point:batch_id]"`` raises :class:`InjectedFault` there, once per
+    process; ``DSGD_FAULT_MODE=kill`` SIGKILLs the process instead (crash tests)."""
+    spec = os.environ.get("DSGD_FAULT", "")
+    targets = {(p.split(":")[0], int(p.split(":")[1])) for p in spec.split(",") if ":" in p}
+    fired: set = set()
+
+    def hook(point: str, batch_id: int) -> None:
+        if (point, batch_id) in targets and (point, batch_id) not in fired:
+            fired.add((point, batch_id))
+            if os.environ.get("DSGD_FAULT_MODE") == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFault(f"injected fault at {point} of batch {batch_id}")
+
+    return hook if targets else None
+
+
+class _StepSchedule:
+    """A schedule whose epoch e of this batch is global step ``offset + e`` (decay across batches)."""
+
+    def __init__(self, base: Any, offset: int) -> None:
+        self.base, self.offset = base, offset
+
+    def rate(self, step: int) -> float:
+        return self.base.rate(self.offset + step)
+
+    def observe(self, loss: float) -> None:
+        self.base.observe(loss)
+
+
+@dataclass
+class BatchResult:
+    """What one micro-batch did; also the row appended to the ``metrics`` table."""
+
+    batch_id: int
+    stream_id: str
+    rows_in: int = 0
+    rows_valid: int = 0
+    rows_quarantined: int = 0
+    quarantine_reasons: str = "{}"
+    dcg: float = float("nan")
+    dcg_popularity: float = float("nan")
+    dcg_events: int = 0
+    loss: float = float("nan")
+    lr: float = float("nan")
+    users_touched: int = 0
+    items_touched: int = 0
+    new_users: int = 0
+    new_items: int = 0
+    rows_per_s: float = 0.0
+    lag_records: int = -1
+    lag_ms: int = -1
+    offsets: str = "{}"
+    seconds_parse: float = 0.0
+    seconds_eval: float = 0.0
+    seconds_train: float = 0.0
+    seconds_write: float = 0.0
+    seconds_total: float = 0.0
+    rejected: bool = False
+    replayed: bool = False
+    alert: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return d
+
+
+METRICS_SCHEMA = (
+    "batch_id long, stream_id string, rows_in long, rows_valid long, rows_quarantined long, "
+    "quarantine_reasons string, dcg double, dcg_popularity double, dcg_events long, loss double, lr double, "
+    "users_touched long, items_touched long, new_users long, new_items long, rows_per_s double, "
+    "lag_records long, lag_ms long, offsets string, seconds_parse double, seconds_eval double, "
+    "seconds_train double, seconds_write double, seconds_total double, rejected boolean, replayed boolean, "
+    "alert string")
+
+
+class StreamTrainer:
+    """Runs the streaming query and owns the per-batch function.
+
+    Example
+    -------
+    >>> trainer = StreamTrainer(spark, cfg)
+    >>> query = trainer.start()          # or trainer.run() to block until done / SIGTERM
+    """
+
+    def __init__(self, spark: SparkSession, cfg: Config, *, fault_hook: Any = None) -> None:
+        self.spark = spark
+        self.cfg = cfg
+        self.tables = Tables.from_config(cfg)
+        self.store = FactorStore(spark, self.tables.factors)
+        self.fault_hook = fault_hook if fault_hook is not None else env_fault_hook()
+        self.stream_id: str | None = None
+        self._started = threading.Event()
+        self.results: list[BatchResult] = []
+        self._lag_consumer: Any = None
+        m = cfg.model
+        self.explicit = m.kind == "explicit"
+        self.store.create(rank=m.rank, kind=m.kind, meta={"lr_schedule": m.lr_schedule})
+        self.store.check_compatible(rank=m.rank, kind=m.kind)
+
+    # ---- the query ------------------------------------------------------------------------------
+    def source(self) -> DataFrame:
+        k = self.cfg.kafka
+        reader = (self.spark.readStream.format("kafka").option("kafka.bootstrap.servers", k.bootstrap_servers)
+                  .option("subscribe", k.topic).option("startingOffsets", k.starting_offsets)
+                  .option("failOnDataLoss", str(k.fail_on_data_loss).lower()))
+        if k.max_offsets_per_trigger:
+            reader = reader.option("maxOffsetsPerTrigger", k.max_offsets_per_trigger)
+        return reader.load()
+
+    @property
+    def checkpoint(self) -> str:
+        return f"{self.cfg.app.checkpoint_root.rstrip('/')}/stream"
+
+    def start(self):
+        s = self.cfg.stream
+        writer = (self.source().writeStream.queryName(f"{self.cfg.app.name}-trainer")
+                  .option("checkpointLocation", self.checkpoint).foreachBatch(self.process_batch))
+        if s.trigger == "available_now":
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=s.trigger_interval)
+        query = writer.start()
+        self.stream_id = str(query.id)
+        self._started.set()
+        log.info("stream %s started: topic=%s trigger=%s checkpoint=%s", self.stream_id, self.cfg.kafka.topic,
+                 s.trigger, self.checkpoint)
+        return query
+
+    def run(self, timeout_s: float | None = None) -> int:
+        """Start and block until the query ends (availableNow) or SIGINT/SIGTERM; 0 ok, 1 failed."""
+        query = self.start()
+        stop = threading.Event()
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, lambda *_: stop.set())
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        try:
+            while query.isActive and not stop.is_set():
+                query.awaitTermination(0.5)
+                if deadline and time.monotonic() > deadline:
+                    break
+            if query.isActive:
+                log.info("stopping the stream (signal or timeout)")
+                query.stop()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            if self._lag_consumer is not None:
+                with contextlib.suppress(Exception):
+                    self._lag_consumer.close()
+        exc = query.exception()
+        if exc is not None:
+            log.error("stream failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return 1
+        return 0
+
+    # ---- one micro-batch ------------------------------------------------------------------------
+    def _fault(self, point: str, batch_id: int) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point, batch_id)
+
+    def process_batch(self, batch_df: DataFrame, batch_id: int) -> None:
+        self._started.wait(60)
+        spark = batch_df.sparkSession
+        cfg, m = self.cfg, self.cfg.model
+        stream_id = self.stream_id or "adhoc"
+        app = f"{cfg.app.name}-{stream_id}"
+        res = BatchResult(batch_id=batch_id, stream_id=stream_id)
+        t0 = time.perf_counter()
+
+        parsed = parse_events(batch_df, explicit=self.explicit, rating_min=m.rating_min,
+                              rating_max=m.rating_max).persist()
+        try:
+            self._batch(spark, parsed, batch_id, stream_id, app, res, t0)
+        finally:
+            parsed.unpersist()
+
+    def _batch(self, spark: SparkSession, parsed: DataFrame, batch_id: int, stream_id: str, app: str,
+               res: BatchResult, t0: float) -> None:
+        cfg, m = self.cfg, self.cfg.model
+        summary = parsed.groupBy("reason").count().collect()
+        reasons = {r.reason: r["count"] for r in summary if r.reason is not None}
+        res.rows_in = sum(r["count"] for r in summary)
+        res.rows_quarantined = sum(reasons.values())
+        res.rows_valid = res.rows_in - res.rows_quarantined
+        res.quarantine_reasons = json.dumps(reasons, sort_keys=True)
+        offs = parsed.groupBy("topic", "partition").agg(F.min("offset").alias("lo"), F.max("offset").alias("hi"),
+                                                        F.max(C.TS).alias("max_ts")).collect()
+        res.offsets = json.dumps({f"{r.topic}:{r.partition}": [r.lo, r.hi] for r in offs}, sort_keys=True)
+        max_ts = max((r.max_ts for r in offs if r.max_ts is not None), default=None)
+        res.lag_ms = int(time.time() * 1000 - max_ts) if max_ts is not None else -1
+        res.lag_records = self._lag(offs)
+
+        events = valid_events(parsed)
+        append_once(events, self.tables.events, app_id=f"{app}-events", version=batch_id,
+                    partition_by=EVENTS_PARTITION)
+        if res.rows_quarantined:
+            append_once(quarantined(parsed).withColumn("batch_id", F.lit(batch_id).cast("long"))
+                        .withColumn("quarantined_at", F.current_timestamp()),
+                        self.tables.quarantine, app_id=f"{app}-quarantine", version=batch_id)
+        res.seconds_parse = time.perf_counter() - t0
+        self._fault("after_events", batch_id)
+
+        meta = self.store.meta()
+        applied = meta.get("stream_id") == stream_id and int(meta.get("last_batch", -1)) >= batch_id
+        if applied:  # replay of a batch whose factors were written before a crash
+            res.replayed = True
+            stored = meta.get("last_result", {})
+            if int(meta.get("last_batch", -1)) == batch_id and stored:
+                for k, v in stored.items():
+                    if k in res.__dict__ and k not in ("replayed", "seconds_total"):
+                        setattr(res, k, v)
+                res.replayed = True
+            log.info("batch %d: factors already applied, replaying metrics only", batch_id)
+        elif res.rows_valid:
+            self._train(spark, events, batch_id, stream_id, meta, res)
+        else:
+            self.store.write(None, None, meta={"stream_id": stream_id, "last_result": {}}, batch_id=batch_id,
+                             app_id=app, force=meta.get("stream_id") != stream_id)
+        self._fault("after_factors", batch_id)
+
+        res.seconds_total = time.perf_counter() - t0
+        res.rows_per_s = res.rows_in / res.seconds_total if res.seconds_total > 0 else 0.0
+        mrow = spark.createDataFrame([tuple(res.row()[c.split()[0]] for c in METRICS_SCHEMA.split(", "))],
+                                     METRICS_SCHEMA).withColumn("written_at", F.current_timestamp())
+        append_once(mrow, self.tables.metrics, app_id=f"{app}-metrics", version=batch_id)
+        self._fault("after_metrics", batch_id)
+        if batch_id > 0 and batch_id % cfg.stream.maintenance_every == 0:
+            self._maintenance(spark)
+        self.results.append(res)
+        log.info("batch %d: rows=%d valid=%d quarantined=%d %.0f rows/s lag=%d rec/%.1fs dcg@%d=%.4f (pop %.4f) "
+                 "loss=%.4f users=%d items=%d | parse %.2fs eval %.2fs train %.2fs write %.2fs total %.2fs%s%s",
+                 batch_id, res.rows_in, res.rows_valid, res.rows_quarantined, res.rows_per_s, res.lag_records,
+                 res.lag_ms / 1000, cfg.stream.eval_k, res.dcg, res.dcg_popularity, res.loss, res.users_touched,
+                 res.items_touched, res.seconds_parse, res.seconds_eval, res.seconds_train, res.seconds_write,
+                 res.seconds_total, " REPLAY" if res.replayed else "", f" ALERT {res.alert}" if res.alert else "")
+
+    def _lag(self, offs: list) -> int:
+        """Records in Kafka after this batch's last offsets (−1 when the broker cannot be asked)."""
+        try:
+            from kafka import KafkaConsumer, TopicPartition
+
+            if self._lag_consumer is None:
+                self._lag_consumer = KafkaConsumer(bootstrap_servers=self.cfg.kafka.bootstrap_servers,
+                                                   request_timeout_ms=5000, api_version_auto_timeout_ms=5000)
+            tps = [TopicPartition(r.topic, r.partition) for r in offs]
+            if not tps:
+                return 0
+            ends = self._lag_consumer.end_offsets(tps)
+            return int(sum(max(0, ends[TopicPartition(r.topic, r.partition)] - r.hi - 1) for r in offs))
+        except Exception:  # noqa: BLE001 - lag is informational
+            return -1
+
+    # ---- train ----------------------------------------------------------------------------------
+    def _params(self, mu: float) -> KernelParams:
+        m = self.cfg.model
+        return KernelParams(lr=m.lr, reg=m.reg, mu=mu, implicit=not self.explicit,
+                            use_bias=self.explicit or m.use_bias, negatives=m.negatives if not self.explicit else 0,
+                            negative_sampling=m.negative_sampling)
+
+    def _schedule(self, meta: dict) -> _StepSchedule:
+        m = self.cfg.model
+        state = meta.get("schedule")
+        base = schedule_from_state(state) if state else make_schedule(m.lr_schedule, m.lr)
+        return _StepSchedule(base, int(meta.get("steps", 0)))
+
+    def _train(self, spark: SparkSession, events: DataFrame, batch_id: int, stream_id: str, meta: dict,
+               res: BatchResult) -> None:
+        cfg, m = self.cfg, self.cfg.model
+        t = time.perf_counter()
+        ev = events.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ).toPandas()
+        users = self.store.load(C.SIDE_USER, ids=events.select(F.col(C.USER).alias(C.ID))).toPandas()
+        item_ids_df = None if not self.explicit else events.select(F.col(C.ITEM).alias(C.ID))
+        items = self.store.load(C.SIDE_ITEM, ids=item_ids_df).toPandas()
+
+        # 2. prequential evaluation against the pre-batch model
+        if cfg.stream.eval_max_events > 0:
+            sample = sample_events(ev, cfg.stream.eval_max_events, mix_seed(m.seed, batch_id))
+            ivec = _mat(items[C.VEC], m.rank)
+            uidx = {u: (np.asarray(v, np.float32), b) for u, v, b in zip(users[C.ID], users[C.VEC], users[C.BIAS],
+                                                                          strict=True)}
+            all_items = items if not self.explicit else self.store.load(C.SIDE_ITEM).toPandas()
+            if self.explicit:
+                ivec = _mat(all_items[C.VEC], m.rank)
+            ev_stats = evaluate_batch(sample, user_index=uidx, item_ids=all_items[C.ID].to_numpy(), item_vecs=ivec,
+                                      item_bias=all_items[C.BIAS].to_numpy(np.float32),
+                                      item_count=all_items[C.COUNT].to_numpy(np.int64), k=cfg.stream.eval_k,
+                                      explicit=self.explicit, mu=float(meta.get("mu", 0.0)))
+            res.dcg, res.dcg_popularity, res.dcg_events = ev_stats["dcg"], ev_stats["dcg_popularity"], \
+                ev_stats["dcg_events"]
+        res.seconds_eval = time.perf_counter() - t
+        self._fault("after_eval", batch_id)
+
+        # 3. DSGD step
+        t = time.perf_counter()
+        n_old, mu_old = int(meta.get("n_ratings", 0)), float(meta.get("mu", 0.0))
+        mu = mu_old
+        if self.explicit:
+            r = ev[C.RATING].to_numpy(np.float64)
+            mu = (mu_old * n_old + r.sum()) / (n_old + len(r))
+        params = self._params(mu)
+        schedule = self._schedule(meta)
+        known_u, known_i = set(users[C.ID]), set(items[C.ID])
+        res.new_users = int(len(set(ev[C.USER]) - known_u))
+        res.new_items = int(len(set(ev[C.ITEM]) - known_i))
+        if m.engine == "local":
+            uf, itf, stats = self._train_local(ev, users, items, params, schedule, batch_id)
+        else:
+            uf, itf, stats = self._train_spark(spark, events, users, items, params, schedule, batch_id)
+        res.loss = float(np.nanmean([s["loss"] for s in stats])) if stats else float("nan")
+        res.lr = float(stats[-1]["lr"]) if stats else float("nan")
+        res.seconds_train = time.perf_counter() - t
+
+        # 4. guard, then one commit
+        t = time.perf_counter()
+        bad = _divergent(uf, m.rank, cfg.stream.max_abs_factor) or _divergent(itf, m.rank, cfg.stream.max_abs_factor)
+        new_meta: dict[str, Any] = {"stream_id": stream_id, "steps": int(meta.get("steps", 0)) + len(stats),
+                                    "schedule": schedule.base.to_state()}
+        if bad:
+            res.rejected = True
+            res.alert = f"divergence: {bad}; batch rejected, previous model kept"
+            log.warning("batch %d: %s", batch_id, res.alert)
+            new_meta["alerts"] = int(meta.get("alerts", 0)) + 1
+            new_meta["last_result"] = {k: v for k, v in res.row().items() if isinstance(v, int | float | str | bool)}
+            self.store.write(None, None, meta=new_meta, batch_id=batch_id, app_id=f"{cfg.app.name}-{stream_id}",
+                             force=meta.get("stream_id") != stream_id)
+        else:
+            res.users_touched, res.items_touched = len(uf), len(itf)
+            if self.explicit:
+                new_meta.update({"mu": mu, "n_ratings": n_old + len(ev)})
+            else:
+                new_meta["n_ratings"] = n_old + len(ev)
+            new_meta["last_result"] = {k: v for k, v in res.row().items() if isinstance(v, int | float | str | bool)}
+            self.store.write(_to_df(spark, uf), _to_df(spark, itf), meta=new_meta, batch_id=batch_id,
+                             app_id=f"{cfg.app.name}-{stream_id}", force=meta.get("stream_id") != stream_id)
+        res.seconds_write = time.perf_counter() - t
+
+    def _train_local(self, ev: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, params: KernelParams,
+                     schedule: Any, batch_id: int) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+        m = self.cfg.model
+        su, si = _side(users, m.rank), _side(items, m.rank)
+        u0, i0 = su.vec.copy(), si.vec.copy()
+        nu0, ni0 = len(su), len(si)
+        uids = ev[C.USER].to_numpy(object)
+        iids = ev[C.ITEM].to_numpy(object)
+        stats = train_epochs(su, si, id_key(uids), id_key(iids), uids, iids,
+                             ev[C.RATING].fillna(1.0).to_numpy(np.float32), ev[C.TS].to_numpy(np.int64),
+                             ev[C.SEQ].to_numpy(np.int64), params, d=m.blocks, epochs=m.epochs, schedule=schedule,
+                             strata_order=m.strata_order, seed=m.seed, batch_id=batch_id,
+                             init_scale=m.init_scale, rank=m.rank, threads=2)
+        return _changed(su, u0, nu0), _changed(si, i0, ni0), stats
+
+    def _train_spark(self, spark: SparkSession, events: DataFrame, users: pd.DataFrame, items: pd.DataFrame,
+                     params: KernelParams, schedule: Any, batch_id: int
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+        m = self.cfg.model
+        schema = f"{C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, {C.COUNT} long"
+        fu = ensure_ids(spark.createDataFrame(users, schema), events.select(F.col(C.USER).alias(C.ID)))
+        fi = ensure_ids(spark.createDataFrame(items, schema), events.select(F.col(C.ITEM).alias(C.ID)))
+        ou, oi, stats = train_epochs_spark(spark, events, fu, fi, params, d=m.blocks, epochs=m.epochs,
+                                           schedule=schedule, strata_order=m.strata_order, seed=m.seed,
+                                           batch_id=batch_id, init_scale=m.init_scale, rank=m.rank)
+        cols = [C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT]
+        return (ou.where("changed").select(*cols).toPandas(), oi.where("changed").select(*cols).toPandas(), stats)
+
+    def _maintenance(self, spark: SparkSession) -> None:
+        t = time.perf_counter()
+        self.store.compact()
+        spark.catalog.clearCache()
+        log.info("maintenance: compacted the factors table in %.1fs", time.perf_counter() - t)
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+def _mat(col: pd.Series, rank: int) -> np.ndarray:
+    if len(col) == 0:
+        return np.zeros((0, rank), np.float32)
+    return np.stack([np.asarray(v, np.float32) for v in col]).reshape(len(col), rank)
+
+
+def _side(df: pd.DataFrame, rank: int) -> SideFactors:
+    ids = df[C.ID].to_numpy(object)
+    order = np.argsort(df[C.KEY].to_numpy(np.int64), kind="stable")
+    return SideFactors(keys=df[C.KEY].to_numpy(np.int64)[order], ids=ids[order],
+                       vec=np.ascontiguousarray(_mat(df[C.VEC], rank)[order]),
+                       bias=df[C.BIAS].to_numpy(np.float32)[order].copy(),
+                       count=df[C.COUNT].to_numpy(np.int64)[order].copy())
+
+
+def _changed(side: SideFactors, before: np.ndarray, n_before: int) -> pd.DataFrame:
+    moved = np.ones(len(side), dtype=bool)
+    if n_before:
+        moved[:n_before] = (side.vec[:n_before] != before).any(axis=1)
+    idx = np.flatnonzero(moved)
+    return pd.DataFrame({C.ID: side.ids[idx], C.KEY: side.keys[idx], C.VEC: list(side.vec[idx]),
+                         C.BIAS: side.bias[idx], C.COUNT: side.count[idx]})
+
+
+def _divergent(df: pd.DataFrame, rank: int, limit: float) -> str:
+    if len(df) == 0:
+        return ""
+    vec = _mat(df[C.VEC], rank)
+    bias = df[C.BIAS].to_numpy(np.float64)
+    if not (np.isfinite(vec).all() and np.isfinite(bias).all()):
+        return "non-finite factors"
+    peak = max(float(np.abs(vec).max()), float(np.abs(bias).max()))
+    return f"factor magnitude {peak:.3g} > stream.max_abs_factor {limit:g}" if peak > limit else ""
+
+
+def _to_df(spark: SparkSession, df: pd.DataFrame) -> DataFrame:
+    import pyarrow as pa
+
+    vec = _mat(df[C.VEC], int(len(df[C.VEC].iloc[0])) if len(df) else 1)
+    table = pa.table({C.ID: pa.array(df[C.ID].tolist(), pa.string()), C.KEY: pa.array(df[C.KEY].to_numpy(np.int64)),
+                      C.VEC: _list_array(vec), C.BIAS: pa.array(df[C.BIAS].to_numpy(np.float32)),
+                      C.COUNT: pa.array(df[C.COUNT].to_numpy(np.int64))})
+    return spark.createDataFrame(table)
+
+
+__all__ = ["StreamTrainer", "BatchResult", "InjectedFault", "FAULT_POINTS", "QUARANTINE_COLUMNS"]
