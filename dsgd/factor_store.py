@@ -35,6 +35,20 @@ TABLE_SCHEMA = (f"{C.SIDE} string, {C.ID} string, {C.KEY} long, {C.VEC} array<fl
 META_ID = "model"
 
 
+def latest_version(spark: SparkSession, path: str) -> int:
+    """Latest committed version of the Delta table at ``path`` (-1 if there is none)."""
+    jvm = spark._jvm
+    try:
+        log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+        return int(log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version())
+    except Exception:  # noqa: BLE001 - internal API moved: use the public one
+        from delta.tables import DeltaTable
+
+        if not DeltaTable.isDeltaTable(spark, path):
+            return -1
+        return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
 _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
               "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
               "ProtocolChangedException", "DELTA_CONCURRENT")
@@ -71,7 +85,8 @@ class FactorStore:
         m = {"rank": rank, "kind": kind, "mu": 0.0, "n_ratings": 0, "last_batch": -1, **(meta or {})}
         row = self._meta_df(m, -1)
         try:
-            row.write.format("delta").partitionBy(C.SIDE).mode("errorifexists").save(self.path)
+            (row.write.format("delta").partitionBy(C.SIDE).mode("errorifexists")
+             .option("delta.enableDeletionVectors", "true").save(self.path))
         except Exception as exc:  # another writer created it first
             if not self.exists():
                 raise
@@ -112,9 +127,8 @@ class FactorStore:
         return df
 
     def version(self) -> int:
-        from delta.tables import DeltaTable
-
-        return int(DeltaTable.forPath(self.spark, self.path).history(1).select("version").first()[0])
+        """The table's latest committed version (reads only the Delta log, a few ms)."""
+        return latest_version(self.spark, self.path)
 
     # ---- writes ---------------------------------------------------------------------------------
     def _meta_df(self, meta: dict[str, Any], batch_id: int) -> DataFrame:
@@ -123,18 +137,20 @@ class FactorStore:
             TABLE_SCHEMA).withColumn(C.UPDATED_AT, F.current_timestamp())
 
     def write(self, users: DataFrame | None, items: DataFrame | None, *, meta: dict[str, Any], batch_id: int,
-              app_id: str = "dsgd", retries: int = 5, force: bool = False) -> bool:
+              app_id: str = "dsgd", retries: int = 5, force: bool = False,
+              current_meta: dict[str, Any] | None = None) -> bool:
         """MERGE the given factor rows and the metadata row in one commit; False if already applied.
 
         ``users``/``items`` hold (id, key, vec, bias, count) rows to upsert (only changed rows should be
         passed). ``meta`` is merged into the stored metadata and ``last_batch`` set to ``batch_id``.
         A batch whose id is not newer than the stored ``last_batch`` is skipped (idempotent replay)
-        unless ``force``. Concurrent-writer conflicts are retried ``retries`` times.
+        unless ``force``. Concurrent-writer conflicts are retried ``retries`` times. ``current_meta``
+        spares the metadata read when the caller knows the table's current metadata (first attempt only).
         """
         from delta.tables import DeltaTable
 
         for attempt in range(retries + 1):
-            current = self.meta()
+            current = current_meta if (current_meta is not None and attempt == 0) else self.meta()
             if not force and int(current.get("last_batch", -1)) >= batch_id:
                 log.info("batch %d already in the factors table (last_batch=%s): skipped", batch_id,
                          current.get("last_batch"))
@@ -154,6 +170,7 @@ class FactorStore:
             conf = self.spark.conf
             conf.set("spark.databricks.delta.write.txnAppId", f"{app_id}-factors")
             conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+            conf.set("spark.databricks.delta.commitInfo.userMetadata", f"{app_id}:{batch_id}")
             try:
                 (target.alias("t").merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
                  .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
@@ -166,6 +183,7 @@ class FactorStore:
             finally:
                 conf.unset("spark.databricks.delta.write.txnAppId")
                 conf.unset("spark.databricks.delta.write.txnVersion")
+                conf.unset("spark.databricks.delta.commitInfo.userMetadata")
         return False
 
     def replace_all(self, users: DataFrame, items: DataFrame, *, meta: dict[str, Any], batch_id: int) -> None:

@@ -89,6 +89,16 @@ class _StepSchedule:
 
 
 @dataclass
+class ModelState:
+    """The model as of factors-table ``version``: metadata, and (local engine) all factor rows."""
+
+    version: int
+    meta: dict
+    users: SideFactors | None = None
+    items: SideFactors | None = None
+
+
+@dataclass
 class BatchResult:
     """What one micro-batch did; also the row appended to the ``metrics`` table."""
 
@@ -154,6 +164,7 @@ class StreamTrainer:
         self._started = threading.Event()
         self.results: list[BatchResult] = []
         self._lag_consumer: Any = None
+        self._cache: ModelState | None = None
         m = cfg.model
         self.explicit = m.kind == "explicit"
         self.store.create(rank=m.rank, kind=m.kind, meta={"lr_schedule": m.lr_schedule})
@@ -197,9 +208,14 @@ class StreamTrainer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old[sig] = signal.signal(sig, lambda *_: stop.set())
         deadline = time.monotonic() + timeout_s if timeout_s else None
+        from pyspark.errors import StreamingQueryException
+
         try:
             while query.isActive and not stop.is_set():
-                query.awaitTermination(0.5)
+                try:
+                    query.awaitTermination(0.5)
+                except StreamingQueryException:
+                    break
                 if deadline and time.monotonic() > deadline:
                     break
             if query.isActive:
@@ -213,7 +229,10 @@ class StreamTrainer:
                     self._lag_consumer.close()
         exc = query.exception()
         if exc is not None:
-            log.error("stream failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            text = str(exc)
+            cause = next((ln.strip() for ln in reversed(text.splitlines()) if "Error" in ln or "Exception:" in ln
+                          or "Fault" in ln), text.splitlines()[0] if text else repr(exc))
+            log.error("stream failed: %s", cause[:500])
             return 1
         return 0
 
@@ -235,28 +254,34 @@ class StreamTrainer:
                               rating_max=m.rating_max).persist()
         try:
             self._batch(spark, parsed, batch_id, stream_id, app, res, t0)
+        except BaseException:
+            self._cache = None  # never trust an in-memory model across a failed batch
+            raise
         finally:
             parsed.unpersist()
 
     def _batch(self, spark: SparkSession, parsed: DataFrame, batch_id: int, stream_id: str, app: str,
                res: BatchResult, t0: float) -> None:
-        cfg, m = self.cfg, self.cfg.model
-        summary = parsed.groupBy("reason").count().collect()
-        reasons = {r.reason: r["count"] for r in summary if r.reason is not None}
-        res.rows_in = sum(r["count"] for r in summary)
-        res.rows_quarantined = sum(reasons.values())
+        cfg = self.cfg
+        rows = parsed.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ, "topic", "partition", "offset",
+                             "reason").toPandas()
+        bad = rows["reason"].notna()
+        reasons = rows.loc[bad, "reason"].value_counts().sort_index()
+        res.rows_in, res.rows_quarantined = len(rows), int(bad.sum())
         res.rows_valid = res.rows_in - res.rows_quarantined
-        res.quarantine_reasons = json.dumps(reasons, sort_keys=True)
-        offs = parsed.groupBy("topic", "partition").agg(F.min("offset").alias("lo"), F.max("offset").alias("hi"),
-                                                        F.max(C.TS).alias("max_ts")).collect()
-        res.offsets = json.dumps({f"{r.topic}:{r.partition}": [r.lo, r.hi] for r in offs}, sort_keys=True)
-        max_ts = max((r.max_ts for r in offs if r.max_ts is not None), default=None)
-        res.lag_ms = int(time.time() * 1000 - max_ts) if max_ts is not None else -1
+        res.quarantine_reasons = json.dumps({str(k): int(v) for k, v in reasons.items()}, sort_keys=True)
+        offs = (rows.groupby(["topic", "partition"]).agg(lo=("offset", "min"), hi=("offset", "max"))
+                .reset_index()) if len(rows) else rows.iloc[0:0]
+        res.offsets = json.dumps({f"{r.topic}:{r.partition}": [int(r.lo), int(r.hi)] for r in offs.itertuples()},
+                                 sort_keys=True)
+        ev = rows.loc[~bad, [C.USER, C.ITEM, C.RATING, C.TS, C.SEQ]].reset_index(drop=True)
+        res.lag_ms = int(time.time() * 1000 - ev[C.TS].max()) if len(ev) else -1
         res.lag_records = self._lag(offs)
 
         events = valid_events(parsed)
-        append_once(events, self.tables.events, app_id=f"{app}-events", version=batch_id,
-                    partition_by=EVENTS_PARTITION)
+        if res.rows_valid:
+            append_once(events, self.tables.events, app_id=f"{app}-events", version=batch_id,
+                        partition_by=EVENTS_PARTITION)
         if res.rows_quarantined:
             append_once(quarantined(parsed).withColumn("batch_id", F.lit(batch_id).cast("long"))
                         .withColumn("quarantined_at", F.current_timestamp()),
@@ -264,22 +289,20 @@ class StreamTrainer:
         res.seconds_parse = time.perf_counter() - t0
         self._fault("after_events", batch_id)
 
-        meta = self.store.meta()
+        state = self._state(spark)
+        meta = state.meta
         applied = meta.get("stream_id") == stream_id and int(meta.get("last_batch", -1)) >= batch_id
         if applied:  # replay of a batch whose factors were written before a crash
+            stored = meta.get("last_result", {}) if int(meta.get("last_batch", -1)) == batch_id else {}
+            for k, v in stored.items():
+                if k in res.__dict__ and k not in ("replayed", "seconds_total", "stream_id", "batch_id"):
+                    setattr(res, k, v)
             res.replayed = True
-            stored = meta.get("last_result", {})
-            if int(meta.get("last_batch", -1)) == batch_id and stored:
-                for k, v in stored.items():
-                    if k in res.__dict__ and k not in ("replayed", "seconds_total"):
-                        setattr(res, k, v)
-                res.replayed = True
             log.info("batch %d: factors already applied, replaying metrics only", batch_id)
         elif res.rows_valid:
-            self._train(spark, events, batch_id, stream_id, meta, res)
+            self._train(spark, ev, events, batch_id, stream_id, state, res)
         else:
-            self.store.write(None, None, meta={"stream_id": stream_id, "last_result": {}}, batch_id=batch_id,
-                             app_id=app, force=meta.get("stream_id") != stream_id)
+            self._commit(spark, state, None, None, {"stream_id": stream_id, "last_result": {}}, batch_id, app)
         self._fault("after_factors", batch_id)
 
         res.seconds_total = time.perf_counter() - t0
@@ -298,7 +321,7 @@ class StreamTrainer:
                  res.items_touched, res.seconds_parse, res.seconds_eval, res.seconds_train, res.seconds_write,
                  res.seconds_total, " REPLAY" if res.replayed else "", f" ALERT {res.alert}" if res.alert else "")
 
-    def _lag(self, offs: list) -> int:
+    def _lag(self, offs: pd.DataFrame) -> int:
         """Records in Kafka after this batch's last offsets (−1 when the broker cannot be asked)."""
         try:
             from kafka import KafkaConsumer, TopicPartition
@@ -306,11 +329,12 @@ class StreamTrainer:
             if self._lag_consumer is None:
                 self._lag_consumer = KafkaConsumer(bootstrap_servers=self.cfg.kafka.bootstrap_servers,
                                                    request_timeout_ms=5000, api_version_auto_timeout_ms=5000)
-            tps = [TopicPartition(r.topic, r.partition) for r in offs]
+            parts = list(offs.itertuples())
+            tps = [TopicPartition(r.topic, int(r.partition)) for r in parts]
             if not tps:
                 return 0
             ends = self._lag_consumer.end_offsets(tps)
-            return int(sum(max(0, ends[TopicPartition(r.topic, r.partition)] - r.hi - 1) for r in offs))
+            return int(sum(max(0, ends[TopicPartition(r.topic, int(r.partition))] - int(r.hi) - 1) for r in parts))
         except Exception:  # noqa: BLE001 - lag is informational
             return -1
 
@@ -327,49 +351,85 @@ class StreamTrainer:
         base = schedule_from_state(state) if state else make_schedule(m.lr_schedule, m.lr)
         return _StepSchedule(base, int(meta.get("steps", 0)))
 
-    def _train(self, spark: SparkSession, events: DataFrame, batch_id: int, stream_id: str, meta: dict,
-               res: BatchResult) -> None:
-        cfg, m = self.cfg, self.cfg.model
+    # ---- model state ----------------------------------------------------------------------------
+    def _state(self, spark: SparkSession) -> ModelState:
+        """The model as the factors table holds it now: cached in the driver for the local engine
+        (re-read when the table's version is not the one this trainer last wrote), metadata only for
+        the Spark engine (which reads the touched rows itself)."""
+        version = self.store.version()
+        if self._cache is not None and self._cache.version == version:
+            return self._cache
         t = time.perf_counter()
-        ev = events.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ).toPandas()
-        users = self.store.load(C.SIDE_USER, ids=events.select(F.col(C.USER).alias(C.ID))).toPandas()
-        item_ids_df = None if not self.explicit else events.select(F.col(C.ITEM).alias(C.ID))
-        items = self.store.load(C.SIDE_ITEM, ids=item_ids_df).toPandas()
+        meta = self.store.meta()
+        if self.cfg.model.engine != "local":
+            return ModelState(version=version, meta=meta)
+        rank = self.cfg.model.rank
+        users = self.store.load(C.SIDE_USER).toPandas()
+        items = self.store.load(C.SIDE_ITEM).toPandas()
+        self._cache = ModelState(version=version, meta=meta, users=_side(users, rank), items=_side(items, rank))
+        log.info("loaded the model at factors version %d: %d users, %d items (%.1fs)", version, len(users),
+                 len(items), time.perf_counter() - t)
+        return self._cache
+
+    def _commit(self, spark: SparkSession, state: ModelState, users: pd.DataFrame | None,
+                items: pd.DataFrame | None, meta: dict, batch_id: int, app: str) -> None:
+        """One MERGE of the changed rows + metadata; keep the driver cache only if the commit is ours."""
+        force = state.meta.get("stream_id") != meta.get("stream_id", state.meta.get("stream_id"))
+        udf = _to_df(spark, users) if users is not None and len(users) else None
+        idf = _to_df(spark, items) if items is not None and len(items) else None
+        wrote = self.store.write(udf, idf, meta=meta, batch_id=batch_id, app_id=app, force=force,
+                                 current_meta=state.meta)
+        new_version = self.store.version()
+        if wrote and state.version >= 0 and new_version == state.version + 1 and state.users is not None:
+            state.version = new_version
+            state.meta = {**state.meta, **meta, "last_batch": batch_id}
+        else:
+            self._cache = None
+
+    def _train(self, spark: SparkSession, ev: pd.DataFrame, events: DataFrame, batch_id: int, stream_id: str,
+               state: ModelState, res: BatchResult) -> None:
+        cfg, m = self.cfg, self.cfg.model
+        app = f"{cfg.app.name}-{stream_id}"
+        meta = state.meta
+        t = time.perf_counter()
+        if state.users is None:  # spark engine: read the touched rows (all items for implicit)
+            users = self.store.load(C.SIDE_USER, ids=events.select(F.col(C.USER).alias(C.ID))).toPandas()
+            items = self.store.load(C.SIDE_ITEM).toPandas()
+            su, si = _side(users, m.rank), _side(items, m.rank)
+        else:
+            su, si = state.users, state.items
 
         # 2. prequential evaluation against the pre-batch model
         if cfg.stream.eval_max_events > 0:
             sample = sample_events(ev, cfg.stream.eval_max_events, mix_seed(m.seed, batch_id))
-            ivec = _mat(items[C.VEC], m.rank)
-            uidx = {u: (np.asarray(v, np.float32), b) for u, v, b in zip(users[C.ID], users[C.VEC], users[C.BIAS],
-                                                                          strict=True)}
-            all_items = items if not self.explicit else self.store.load(C.SIDE_ITEM).toPandas()
-            if self.explicit:
-                ivec = _mat(all_items[C.VEC], m.rank)
-            ev_stats = evaluate_batch(sample, user_index=uidx, item_ids=all_items[C.ID].to_numpy(), item_vecs=ivec,
-                                      item_bias=all_items[C.BIAS].to_numpy(np.float32),
-                                      item_count=all_items[C.COUNT].to_numpy(np.int64), k=cfg.stream.eval_k,
+            rows = su.index_of(id_key(sample[C.USER].to_numpy(object)))
+            uidx = {u: (su.vec[r], su.bias[r]) for u, r in zip(sample[C.USER], rows, strict=True) if r >= 0}
+            ev_stats = evaluate_batch(sample, user_index=uidx, item_ids=si.ids, item_vecs=si.vec,
+                                      item_bias=si.bias, item_count=si.count, k=cfg.stream.eval_k,
                                       explicit=self.explicit, mu=float(meta.get("mu", 0.0)))
-            res.dcg, res.dcg_popularity, res.dcg_events = ev_stats["dcg"], ev_stats["dcg_popularity"], \
-                ev_stats["dcg_events"]
+            res.dcg, res.dcg_popularity = ev_stats["dcg"], ev_stats["dcg_popularity"]
+            res.dcg_events = ev_stats["dcg_events"]
         res.seconds_eval = time.perf_counter() - t
         self._fault("after_eval", batch_id)
 
         # 3. DSGD step
         t = time.perf_counter()
-        n_old, mu_old = int(meta.get("n_ratings", 0)), float(meta.get("mu", 0.0))
-        mu = mu_old
+        n_old, mu = int(meta.get("n_ratings", 0)), float(meta.get("mu", 0.0))
         if self.explicit:
-            r = ev[C.RATING].to_numpy(np.float64)
-            mu = (mu_old * n_old + r.sum()) / (n_old + len(r))
+            mu = (mu * n_old + ev[C.RATING].to_numpy(np.float64).sum()) / (n_old + len(ev))
         params = self._params(mu)
         schedule = self._schedule(meta)
-        known_u, known_i = set(users[C.ID]), set(items[C.ID])
-        res.new_users = int(len(set(ev[C.USER]) - known_u))
-        res.new_items = int(len(set(ev[C.ITEM]) - known_i))
-        if m.engine == "local":
-            uf, itf, stats = self._train_local(ev, users, items, params, schedule, batch_id)
-        else:
-            uf, itf, stats = self._train_spark(spark, events, users, items, params, schedule, batch_id)
+        uk, ik = id_key(ev[C.USER].to_numpy(object)), id_key(ev[C.ITEM].to_numpy(object))
+        res.new_users = int(np.unique(uk[su.index_of(uk) < 0]).size)
+        res.new_items = int(np.unique(ik[si.index_of(ik) < 0]).size)
+        try:
+            if m.engine == "local":
+                uf, itf, stats = self._train_local(ev, uk, ik, su, si, params, schedule, batch_id)
+            else:
+                uf, itf, stats = self._train_spark(spark, events, su, si, params, schedule, batch_id)
+        except BaseException:
+            self._cache = None
+            raise
         res.loss = float(np.nanmean([s["loss"] for s in stats])) if stats else float("nan")
         res.lr = float(stats[-1]["lr"]) if stats else float("nan")
         res.seconds_train = time.perf_counter() - t
@@ -380,46 +440,50 @@ class StreamTrainer:
         new_meta: dict[str, Any] = {"stream_id": stream_id, "steps": int(meta.get("steps", 0)) + len(stats),
                                     "schedule": schedule.base.to_state()}
         if bad:
+            self._cache = None  # the in-memory model saw the bad update: re-read the last good one
             res.rejected = True
             res.alert = f"divergence: {bad}; batch rejected, previous model kept"
             log.warning("batch %d: %s", batch_id, res.alert)
-            new_meta["alerts"] = int(meta.get("alerts", 0)) + 1
-            new_meta["last_result"] = {k: v for k, v in res.row().items() if isinstance(v, int | float | str | bool)}
-            self.store.write(None, None, meta=new_meta, batch_id=batch_id, app_id=f"{cfg.app.name}-{stream_id}",
+            new_meta.update(alerts=int(meta.get("alerts", 0)) + 1, schedule=meta.get("schedule"),
+                            steps=int(meta.get("steps", 0)))
+            new_meta["last_result"] = _scalars(res)
+            self.store.write(None, None, meta=new_meta, batch_id=batch_id, app_id=app,
                              force=meta.get("stream_id") != stream_id)
         else:
             res.users_touched, res.items_touched = len(uf), len(itf)
-            if self.explicit:
-                new_meta.update({"mu": mu, "n_ratings": n_old + len(ev)})
-            else:
-                new_meta["n_ratings"] = n_old + len(ev)
-            new_meta["last_result"] = {k: v for k, v in res.row().items() if isinstance(v, int | float | str | bool)}
-            self.store.write(_to_df(spark, uf), _to_df(spark, itf), meta=new_meta, batch_id=batch_id,
-                             app_id=f"{cfg.app.name}-{stream_id}", force=meta.get("stream_id") != stream_id)
+            new_meta.update(n_ratings=n_old + len(ev), mu=mu)
+            new_meta["last_result"] = _scalars(res)
+            self._commit(spark, state, uf, itf, new_meta, batch_id, app)
         res.seconds_write = time.perf_counter() - t
 
-    def _train_local(self, ev: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, params: KernelParams,
-                     schedule: Any, batch_id: int) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-        m = self.cfg.model
-        su, si = _side(users, m.rank), _side(items, m.rank)
-        u0, i0 = su.vec.copy(), si.vec.copy()
-        nu0, ni0 = len(su), len(si)
-        uids = ev[C.USER].to_numpy(object)
-        iids = ev[C.ITEM].to_numpy(object)
-        stats = train_epochs(su, si, id_key(uids), id_key(iids), uids, iids,
-                             ev[C.RATING].fillna(1.0).to_numpy(np.float32), ev[C.TS].to_numpy(np.int64),
-                             ev[C.SEQ].to_numpy(np.int64), params, d=m.blocks, epochs=m.epochs, schedule=schedule,
-                             strata_order=m.strata_order, seed=m.seed, batch_id=batch_id,
-                             init_scale=m.init_scale, rank=m.rank, threads=2)
-        return _changed(su, u0, nu0), _changed(si, i0, ni0), stats
-
-    def _train_spark(self, spark: SparkSession, events: DataFrame, users: pd.DataFrame, items: pd.DataFrame,
+    def _train_local(self, ev: pd.DataFrame, uk: np.ndarray, ik: np.ndarray, su: SideFactors, si: SideFactors,
                      params: KernelParams, schedule: Any, batch_id: int
                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
         m = self.cfg.model
-        schema = f"{C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, {C.COUNT} long"
-        fu = ensure_ids(spark.createDataFrame(users, schema), events.select(F.col(C.USER).alias(C.ID)))
-        fi = ensure_ids(spark.createDataFrame(items, schema), events.select(F.col(C.ITEM).alias(C.ID)))
+        uids, iids = ev[C.USER].to_numpy(object), ev[C.ITEM].to_numpy(object)
+        nu0, ni0 = len(su), len(si)
+        touched_u = np.unique(su.index_of(uk))
+        touched_u = touched_u[touched_u >= 0]
+        u_before = su.vec[touched_u].copy()
+        i_before = si.vec.copy()
+        stats = train_epochs(su, si, uk, ik, uids, iids, ev[C.RATING].fillna(1.0).to_numpy(np.float32),
+                             ev[C.TS].to_numpy(np.int64), ev[C.SEQ].to_numpy(np.int64), params, d=m.blocks,
+                             epochs=m.epochs, schedule=schedule, strata_order=m.strata_order, seed=m.seed,
+                             batch_id=batch_id, init_scale=m.init_scale, rank=m.rank, threads=2)
+        u_rows = np.concatenate([touched_u[(su.vec[touched_u] != u_before).any(axis=1)
+                                           | (su.count[touched_u] > 0)], np.arange(nu0, len(su))])
+        moved_i = np.zeros(len(si), dtype=bool)
+        moved_i[:ni0] = (si.vec[:ni0] != i_before).any(axis=1)
+        moved_i[ni0:] = True
+        moved_i[np.unique(si.index_of(ik))] = True
+        return _rows(su, np.unique(u_rows)), _rows(si, np.flatnonzero(moved_i)), stats
+
+    def _train_spark(self, spark: SparkSession, events: DataFrame, su: SideFactors, si: SideFactors,
+                     params: KernelParams, schedule: Any, batch_id: int
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+        m = self.cfg.model
+        fu = ensure_ids(_to_df(spark, _rows(su, np.arange(len(su))), m.rank), events.select(F.col(C.USER).alias(C.ID)))
+        fi = ensure_ids(_to_df(spark, _rows(si, np.arange(len(si))), m.rank), events.select(F.col(C.ITEM).alias(C.ID)))
         ou, oi, stats = train_epochs_spark(spark, events, fu, fi, params, d=m.blocks, epochs=m.epochs,
                                            schedule=schedule, strata_order=m.strata_order, seed=m.seed,
                                            batch_id=batch_id, init_scale=m.init_scale, rank=m.rank)
@@ -449,11 +513,8 @@ def _side(df: pd.DataFrame, rank: int) -> SideFactors:
                        count=df[C.COUNT].to_numpy(np.int64)[order].copy())
 
 
-def _changed(side: SideFactors, before: np.ndarray, n_before: int) -> pd.DataFrame:
-    moved = np.ones(len(side), dtype=bool)
-    if n_before:
-        moved[:n_before] = (side.vec[:n_before] != before).any(axis=1)
-    idx = np.flatnonzero(moved)
+def _rows(side: SideFactors, idx: np.ndarray) -> pd.DataFrame:
+    idx = np.asarray(idx, dtype=np.int64)
     return pd.DataFrame({C.ID: side.ids[idx], C.KEY: side.keys[idx], C.VEC: list(side.vec[idx]),
                          C.BIAS: side.bias[idx], C.COUNT: side.count[idx]})
 
@@ -469,10 +530,14 @@ def _divergent(df: pd.DataFrame, rank: int, limit: float) -> str:
     return f"factor magnitude {peak:.3g} > stream.max_abs_factor {limit:g}" if peak > limit else ""
 
 
-def _to_df(spark: SparkSession, df: pd.DataFrame) -> DataFrame:
+def _scalars(res: BatchResult) -> dict[str, Any]:
+    return {k: v for k, v in res.row().items() if isinstance(v, int | float | str | bool)}
+
+
+def _to_df(spark: SparkSession, df: pd.DataFrame, rank: int | None = None) -> DataFrame:
     import pyarrow as pa
 
-    vec = _mat(df[C.VEC], int(len(df[C.VEC].iloc[0])) if len(df) else 1)
+    vec = _mat(df[C.VEC], rank if rank is not None else (int(len(df[C.VEC].iloc[0])) if len(df) else 1))
     table = pa.table({C.ID: pa.array(df[C.ID].tolist(), pa.string()), C.KEY: pa.array(df[C.KEY].to_numpy(np.int64)),
                       C.VEC: _list_array(vec), C.BIAS: pa.array(df[C.BIAS].to_numpy(np.float32)),
                       C.COUNT: pa.array(df[C.COUNT].to_numpy(np.int64))})
