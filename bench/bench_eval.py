@@ -1,0 +1,77 @@
+"""Benchmark of the prequential harness: DCG and events/s against micro-batch size, plus the speed of
+the full four-model run.
+
+    .venv/bin/python bench/bench_eval.py --dataset lastfm-tsv \\
+        --path ../shared/data/lastfm-1k/listens-first10pct.tsv --sizes 10,100,1000,10000,day
+
+Writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and ``speed.json`` to ``--out`` (default bench/out/eval).
+Without ``--path`` it runs on a synthetic stream (dsgd.synthetic.generate_stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dsgd.evaluate_cli import markdown  # noqa: E402
+from dsgd.evaluation import (  # noqa: E402
+    parse_sizes,
+    prepare_stream,
+    run_prequential,
+    speed,
+    sweep_batch_sizes,
+)
+from dsgd.loaders import load_dataset  # noqa: E402
+from dsgd.metrics import EXCLUSION_MODES  # noqa: E402
+from dsgd.plots import plot_sweep  # noqa: E402
+from dsgd.synthetic import generate_stream  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="lastfm-tsv")
+    ap.add_argument("--path", default=None)
+    ap.add_argument("--implicit-threshold", type=float, default=None)
+    ap.add_argument("--sizes", default="10,100,1000,10000,day")
+    ap.add_argument("--models", default="popularity,online")
+    ap.add_argument("--full-models", default="popularity,online,batch,batch+online",
+                    help="models of the speed run at --speed-batch (empty: skip)")
+    ap.add_argument("--speed-batch", type=int, default=100)
+    ap.add_argument("--out", default="bench/out/eval")
+    args = ap.parse_args(argv)
+    if args.path:
+        opts = {} if args.implicit_threshold is None else {"implicit_threshold": args.implicit_threshold}
+        events = load_dataset(args.dataset, args.path, **opts)
+    else:
+        events = generate_stream(50_000, n_users=500, n_items=1000, seed=0, duration_days=60)
+    stream = prepare_stream(events)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    sw = sweep_batch_sizes(stream, parse_sizes(args.sizes), args.models)
+    sw.to_csv(out / "sweep.csv", index=False)
+    plot_sweep(sw, out / "sweep.png", title=f"{args.dataset}: micro-batch size sweep")
+    cols = ["batch_size", "n_batches", "mean_batch_events", "model", *[f"dcg_{m}" for m in EXCLUSION_MODES],
+            "events_per_s", "harness_events_per_s"]
+    md = markdown(sw[cols], "{:.4g}")
+    (out / "sweep.md").write_text(md + "\n")
+    print(md)
+    print(f"\nsweep: {time.perf_counter() - t:.1f} s")
+    if args.full_models:
+        res = run_prequential(stream, args.full_models, batch_events=args.speed_batch)
+        sp = {**speed(res), "models": res.models, "per_model_seconds": res.seconds}
+        (out / "speed.json").write_text(json.dumps(sp, indent=1))
+        print(f"\nfull run ({args.full_models}, micro-batch {args.speed_batch}): {sp['events']} events, "
+              f"{sp['wall_seconds']:.1f} s, {sp['events_per_s']:.0f} events/s")
+        for m, s in res.seconds.items():
+            print(f"  {m}: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

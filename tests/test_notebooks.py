@@ -1,0 +1,53 @@
+"""The notebooks run top to bottom on small data (nbclient, the venv's own Python as kernel).
+
+A kernelspec pointing at ``sys.executable`` is written to a temporary JUPYTER_PATH, so this works on a
+fresh machine where only the venv exists (no ``ipykernel install`` into the user's folders).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+KERNEL = "dsgd-test-venv"
+SMALL = {"01_quickstart.ipynb": "N_EVENTS, N_USERS, N_ITEMS, DAYS, SEED = 3000, 60, 120, 14, 1",
+         "02_batch_vs_online.ipynb": "N_EVENTS, N_USERS, N_ITEMS, DAYS, SEED = 3000, 60, 120, 21, 1\n"
+                                     "BATCH_EPOCHS = 3"}
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "dsgd venv (tests)", "language": "python"}))
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_notebook_runs_top_to_bottom_on_small_data(name, kernel_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    assert "parameters" in nb.cells[first].metadata.get("tags", []) and "DATA_PATH" in nb.cells[first].source
+    injected = nbformat.v4.new_code_cell(f"# injected parameters\nDATA_PATH = None\n{SMALL[name]}")
+    nb.cells.insert(first + 1, injected)
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name=KERNEL,
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "events" in text
