@@ -96,7 +96,7 @@ def _run_sorted(U, bu, ucnt, V, bi, icnt, u_idx, i_idx, r, neg_pool, cum,
 
 
 @njit(cache=True, nogil=True)
-def _check_and_count(u_idx, i_idx, ts, seq, ucnt, icnt):
+def _check_and_count(u_idx, i_idx, ts, seq, ucnt, icnt, add):
     """One pass: are the events in (ts, seq) order, and are all rows in range? If they are, add the
     events to ``ucnt``/``icnt`` (counts are not read by the SGD loop, so counting up front is exact);
     if not, leave the counts untouched."""
@@ -109,16 +109,18 @@ def _check_and_count(u_idx, i_idx, ts, seq, ucnt, icnt):
         i = i_idx[n]
         if u < 0 or u >= n_u or i < 0 or i >= n_i:
             break
-        ucnt[u] += 1
-        icnt[i] += 1
+        if add:
+            ucnt[u] += 1
+            icnt[i] += 1
         if n > 0 and (ts[n] < ts[n - 1] or (ts[n] == ts[n - 1] and seq[n] < seq[n - 1])):
             ordered = False
         n += 1
     if n == u_idx.shape[0]:
         return ordered, True
-    for m in range(n):  # roll back
-        ucnt[u_idx[m]] -= 1
-        icnt[i_idx[m]] -= 1
+    if add:
+        for m in range(n):  # roll back
+            ucnt[u_idx[m]] -= 1
+            icnt[i_idx[m]] -= 1
     return ordered, False
 
 
@@ -156,7 +158,7 @@ def prepare_negatives(neg_pool: np.ndarray | None, neg_weight: np.ndarray | None
 def run_block(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi: np.ndarray,
               icnt: np.ndarray, u_idx: np.ndarray, i_idx: np.ndarray, r: np.ndarray, ts: np.ndarray,
               seq: np.ndarray, neg_pool: np.ndarray | None, neg_weight: np.ndarray | None,
-              params: KernelParams, seed: int) -> tuple[float, int]:
+              params: KernelParams, seed: int, count: bool = True) -> tuple[float, int]:
     """SGD over one block's events in ``(ts, seq)`` order, updating the factor arrays in place.
 
     Parameters
@@ -178,6 +180,9 @@ def run_block(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi
     params : KernelParams
     seed : int
         Seed of the SplitMix64 stream the negatives are drawn from (taken mod 2**64).
+    count : bool
+        Add the block's positives to ``ucnt``/``icnt``. Engines count only in the first epoch over a batch,
+        so counts are events seen (item popularity), not events x epochs.
 
     Returns
     -------
@@ -204,7 +209,7 @@ def run_block(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi
     pool, cum = prepare_negatives(neg_pool, neg_weight, popularity, V.shape[0])
     if n == 0:
         return 0.0, 0
-    ordered, ok = _check_and_count(u_idx, i_idx, ts, seq, ucnt, icnt)
+    ordered, ok = _check_and_count(u_idx, i_idx, ts, seq, ucnt, icnt, bool(count))
     if not ok:
         raise IndexError("u_idx/i_idx hold a row outside U/V")
     if not ordered:

@@ -154,7 +154,7 @@ def train_epochs(users: SideFactors, items: SideFactors, u_keys: np.ndarray, i_k
                         continue
                     weight = (items.count[pools[ib]] + 1).astype(np.float64) if popularity else None
                     args = (users.vec, users.bias, users.count, items.vec, items.bias, items.count,
-                            *ev[(b, int(ib))], pools[ib], weight, p, mix_seed(seed, batch_id, e, s, b))
+                            *ev[(b, int(ib))], pools[ib], weight, p, mix_seed(seed, batch_id, e, s, b), e == 0)
                     jobs.append(args)
                 if pool_exec is None or len(jobs) < 2:
                     results = [run_block(*a) for a in jobs]

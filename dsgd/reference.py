@@ -29,7 +29,8 @@ def _step(U: np.ndarray, bu: np.ndarray, V: np.ndarray, bi: np.ndarray, u: int, 
 def run_block_reference(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi: np.ndarray,
                         icnt: np.ndarray, u_idx: np.ndarray, i_idx: np.ndarray, r: np.ndarray,
                         ts: np.ndarray, seq: np.ndarray, neg_pool: np.ndarray | None,
-                        neg_weight: np.ndarray | None, params: KernelParams, seed: int) -> tuple[float, int]:
+                        neg_weight: np.ndarray | None, params: KernelParams, seed: int,
+                        count: bool = True) -> tuple[float, int]:
     """Same contract as :func:`dsgd.kernel.run_block` (see there)."""
     popularity = params.negative_sampling == "popularity"
     pool, cum = prepare_negatives(neg_pool, neg_weight, popularity, V.shape[0])
@@ -43,8 +44,9 @@ def run_block_reference(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.n
         target = 1.0 if params.implicit else float(np.float32(r[n]))
         e = _step(U, bu, V, bi, u, i, target, params, mu)
         sse += e * e
-        ucnt[u] += 1
-        icnt[i] += 1
+        if count:
+            ucnt[u] += 1
+            icnt[i] += 1
         for _ in range(n_neg):
             if popularity:
                 x = (rng.next() >> 11) * (1.0 / 9007199254740992.0) * float(cum[-1])

@@ -124,7 +124,7 @@ def train_epochs_spark(spark: SparkSession, events: DataFrame, users: DataFrame,
                                F.lit(None).cast("long").alias("seq"), "vec", "bias", "count", "changed")
             rows = e_rows.unionByName(u_rows).unionByName(i_rows).withColumn("pk", pk_of)
             task = _StratumTask(params=p, seeds=[mix_seed(seed, batch_id, e, s, b) for b in range(d)],
-                                seed=seed, init_scale=init_scale, rank=rank)
+                                seed=seed, init_scale=init_scale, rank=rank, count=e == 0)
             out = rows.repartition(d, "pk").mapInArrow(task, _OUT_SCHEMA).localCheckpoint()
             st = out.where(F.col("kind") == _KIND_STATS).select("key", "sse", "n").orderBy("key").collect()
             for r in st:  # ordered by block: deterministic float sum, as the local engine
@@ -187,6 +187,7 @@ class _StratumTask:
     seed: int
     init_scale: float
     rank: int
+    count: bool = True
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = pa.Table.from_batches(list(batches))
@@ -232,7 +233,8 @@ class _StratumTask:
                                ev.column("rating").to_numpy(zero_copy_only=False).astype(np.float32),
                                ev.column("ts").to_numpy().astype(np.int64),
                                ev.column("seq").to_numpy().astype(np.int64),
-                               pool if self.params.implicit else None, weight, self.params, self.seeds[b])
+                               pool if self.params.implicit else None, weight, self.params, self.seeds[b],
+                               self.count)
             uch |= (U != U0).any(axis=1)
             ich |= (V != V0).any(axis=1)
             uch[u_idx] = True

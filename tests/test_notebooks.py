@@ -10,11 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+import ipykernel  # noqa: F401 - the kernel the notebooks run in
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 KERNEL = "dsgd-test-venv"

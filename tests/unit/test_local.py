@@ -68,7 +68,7 @@ def test_d1_equals_sequential_reference(params):
         p = dataclasses.replace(params, lr=sched.rate(e))
         sse, n = run_block_reference(ru.vec, ru.bias, ru.count, ri.vec, ri.bias, ri.count, u_idx, i_idx,
                                      ev["r"], ev["ts"], ev["seq"], pool, (ri.count[pool] + 1).astype(float),
-                                     p, mix_seed(3, 7, e, 0, 0))
+                                     p, mix_seed(3, 7, e, 0, 0), count=e == 0)
         assert stats[e]["loss"] == pytest.approx(sse / n, rel=1e-4)
         assert stats[e]["updates"] == n == 600
         assert stats[e]["lr"] == pytest.approx(p.lr)
@@ -90,7 +90,7 @@ def test_result_is_bit_identical_across_runs_and_thread_counts(params):
             np.testing.assert_array_equal(a, b)
         assert [x["loss"] for x in s] == [x["loss"] for x in s0]
     assert [x["updates"] for x in s0] == [2000] * 3
-    assert u0.count.sum() == i0.count.sum() == 6000
+    assert u0.count.sum() == i0.count.sum() == 2000  # counted once per batch, not per epoch
 
 
 def test_stats_and_bold_driver_are_fed_the_epoch_loss():
@@ -173,3 +173,14 @@ def test_empty_batch_and_bad_arguments():
     assert stats[0]["updates"] == 0
     with pytest.raises(ValueError, match="d >= 1"):
         _train(_stream(), EXPLICIT, d=0)
+
+
+def test_counts_are_events_seen_not_events_times_epochs():
+    """Regression: counts grew by one per event per epoch, so item popularity depended on the epochs."""
+    ev = _stream()
+    params = KernelParams(lr=0.05, reg=0.01, implicit=True, use_bias=False, negatives=2,
+                          negative_sampling="popularity")
+    one_u, one_i, _ = _train(ev, params, d=2, epochs=1)
+    many_u, many_i, _ = _train(ev, params, d=2, epochs=4)
+    assert one_u.count.sum() == many_u.count.sum() == len(ev["r"])
+    assert one_i.count.sum() == many_i.count.sum() == len(ev["r"])
