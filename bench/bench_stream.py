@@ -1,0 +1,138 @@
+"""End-to-end streaming throughput: Kafka -> trainer -> Delta factors at a fixed offered rate.
+
+A producer thread offers ``--rate`` events/s for ``--seconds`` to a real local broker; the trainer runs
+with a processing-time trigger. Reported (JSON): offered and sustained events/s (events committed to
+the factor table / wall time of the batches that held them), p50/p95/max batch duration vs the trigger
+interval, consumer lag at the end, driver RSS at start and end.
+
+    python bench/bench_stream.py --rate 20000 --seconds 60 --trigger "5 seconds"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _producer(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes], rate: float, seconds: float,
+              sent: list[int], stop: threading.Event) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=512 * 1024, acks=1)
+    start = time.monotonic()
+    n = 0
+    total = int(rate * seconds)
+    chunk = max(1, int(rate / 20))
+    while n < total and not stop.is_set():
+        due = start + n / rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        for _ in range(min(chunk, total - n)):
+            producer.send(topic, key=keys[n % len(keys)], value=values[n % len(values)])
+            n += 1
+    producer.flush()
+    producer.close()
+    sent.append(n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=20000.0, help="offered events per second")
+    ap.add_argument("--seconds", type=float, default=60.0, help="how long to offer load")
+    ap.add_argument("--trigger", default="5 seconds")
+    ap.add_argument("--engine", default="local", choices=("local", "spark"))
+    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--items", type=int, default=5_000)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args()
+
+    from dsgd.config import load_config
+    from dsgd.kafka_broker import KafkaBroker
+    from dsgd.session import build_session
+    from dsgd.synthetic import generate_stream, to_json_lines
+    from streaming.trainer import StreamTrainer
+
+    home = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    n_distinct = int(min(args.rate * args.seconds, 2_000_000))
+    df = generate_stream(n_distinct, n_users=args.users, n_items=args.items, seed=1, duration_days=7.0)
+    values = list(to_json_lines(df))
+    keys = [u.encode() for u in df["user"]]
+    try:
+        with KafkaBroker(home / "kafka", port=0, heap="1g") as broker:
+            broker.create_topic("events", partitions=2)
+            cfg = load_config(profile="local", overrides=[
+                f'app.warehouse="{home / "wh"}"', f'app.checkpoint_root="{home / "ck"}"',
+                f'kafka.bootstrap_servers="{broker.bootstrap}"', 'kafka.starting_offsets="earliest"',
+                f'stream.trigger_interval="{args.trigger}"', f'model.engine="{args.engine}"',
+                "model.negatives=10", "stream.eval_max_events=5000"])
+            spark = build_session(cfg)
+            rss0 = _rss_mb()
+            trainer = StreamTrainer(spark, cfg)
+            sent: list[int] = []
+            stop = threading.Event()
+            prod = threading.Thread(target=_producer, args=(broker.bootstrap, "events", values, keys, args.rate,
+                                                            args.seconds, sent, stop), daemon=True)
+            query = trainer.start()
+            t0 = time.monotonic()
+            prod.start()
+            prod.join()
+            offered_s = time.monotonic() - t0
+            # drain: wait until the trainer has consumed everything (or 3 minutes)
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                done = sum(r.rows_in for r in trainer.results)
+                if sent and done >= sent[0]:
+                    break
+                time.sleep(1)
+            query.stop()
+            res = [r for r in trainer.results if r.rows_in > 0]
+            m = spark.read.format("delta").load(f"{home / 'wh'}/metrics").toPandas()
+            durations = m.loc[m["rows_in"] > 0, "seconds_total"].to_numpy()
+            steady = res[1:] if len(res) > 2 else res
+            steady_rows = sum(r.rows_in for r in steady)
+            steady_time = sum(r.seconds_total for r in steady)
+            interval = float(args.trigger.split()[0])
+            out = {
+                "engine": args.engine, "trigger_s": interval, "offered_rate": args.rate,
+                "offered_events": sent[0] if sent else 0, "offer_seconds": round(offered_s, 1),
+                "achieved_offer_rate": round((sent[0] if sent else 0) / offered_s, 1),
+                "consumed_events": int(m["rows_in"].sum()), "batches": int(len(durations)),
+                "processing_events_per_s": round(steady_rows / steady_time, 1) if steady_time else None,
+                "batch_p50_s": round(float(np.percentile(durations, 50)), 2),
+                "batch_p95_s": round(float(np.percentile(durations, 95)), 2),
+                "batch_max_s": round(float(durations.max()), 2),
+                "p95_below_trigger": bool(np.percentile(durations, 95) < interval),
+                "mean_rows_per_batch": round(float(m.loc[m["rows_in"] > 0, "rows_in"].mean()), 1),
+                "phase_means_s": {k: round(float(m[f"seconds_{k}"].mean()), 2)
+                                  for k in ("parse", "eval", "train", "write")},
+                "final_lag_records": int(m.sort_values("batch_id")["lag_records"].iloc[-1]),
+                "driver_rss_mb": [round(rss0, 1), round(_rss_mb(), 1)],
+                "cpus": os.cpu_count(),
+            }
+            spark.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print(json.dumps(out, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
