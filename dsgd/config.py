@@ -135,6 +135,8 @@ class StreamConfig:
                                 lo=1, hi=10**6)
     max_abs_factor: float = _f(1e3, "Divergence guard: a batch producing non-finite factors or a component "
                                 "larger than this is rejected and nothing is written.", lo=1e-3, hi=1e30)
+    vacuum_retention_hours: float = _f(168.0, "Maintenance VACUUMs the factors table keeping this many hours "
+                                       "of history: rollback works within this window.", lo=0.0, hi=87600.0)
 
 
 @dataclass(frozen=True)

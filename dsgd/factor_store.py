@@ -205,6 +205,19 @@ class FactorStore:
 
         DeltaTable.forPath(self.spark, self.path).optimize().executeCompaction()
 
+    def vacuum(self, retention_hours: float) -> None:
+        """Delete files no longer referenced by versions newer than ``retention_hours`` (VACUUM)."""
+        from delta.tables import DeltaTable
+
+        conf = self.spark.conf
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        if retention_hours < 168:
+            conf.set(check, "false")  # the configured window is the contract; Delta's 7-day guard would refuse it
+        try:
+            DeltaTable.forPath(self.spark, self.path).vacuum(retention_hours)
+        finally:
+            conf.unset(check)
+
     def restore(self, *, version: int | None = None, timestamp: str | None = None) -> None:
         """Roll the model back to an earlier Delta version or timestamp (a new commit)."""
         from delta.tables import DeltaTable

@@ -126,6 +126,7 @@ class BatchResult:
     seconds_train: float = 0.0
     seconds_write: float = 0.0
     seconds_total: float = 0.0
+    records_lost: int = 0
     rejected: bool = False
     replayed: bool = False
     alert: str = ""
@@ -141,8 +142,8 @@ METRICS_SCHEMA = (
     "quarantine_reasons string, dcg double, dcg_popularity double, dcg_events long, loss double, lr double, "
     "users_touched long, items_touched long, new_users long, new_items long, rows_per_s double, "
     "lag_records long, lag_ms long, offsets string, seconds_parse double, seconds_eval double, "
-    "seconds_train double, seconds_write double, seconds_total double, rejected boolean, replayed boolean, "
-    "alert string")
+    "seconds_train double, seconds_write double, seconds_total double, records_lost long, rejected boolean, "
+    "replayed boolean, alert string")
 
 
 class StreamTrainer:
@@ -291,6 +292,13 @@ class StreamTrainer:
 
         state = self._state(spark)
         meta = state.meta
+        ends = {f"{r.topic}:{r.partition}": int(r.hi) for r in offs.itertuples()}
+        if meta.get("stream_id") == stream_id:
+            res.records_lost = _records_lost(meta.get("offsets_end", {}), offs)
+            if res.records_lost:
+                res.alert = (f"data loss: {res.records_lost} records were deleted from Kafka before they were read "
+                             "(kafka.fail_on_data_loss=false)")
+                log.warning("batch %d: %s", batch_id, res.alert)
         applied = meta.get("stream_id") == stream_id and int(meta.get("last_batch", -1)) >= batch_id
         if applied:  # replay of a batch whose factors were written before a crash
             stored = meta.get("last_result", {}) if int(meta.get("last_batch", -1)) == batch_id else {}
@@ -300,9 +308,11 @@ class StreamTrainer:
             res.replayed = True
             log.info("batch %d: factors already applied, replaying metrics only", batch_id)
         elif res.rows_valid:
-            self._train(spark, ev, events, batch_id, stream_id, state, res)
+            self._train(spark, ev, events, batch_id, stream_id, state, res, ends)
         else:
-            self._commit(spark, state, None, None, {"stream_id": stream_id, "last_result": {}}, batch_id, app)
+            self._commit(spark, state, None, None, {"stream_id": stream_id, "last_result": {},
+                                                    "offsets_end": {**meta.get("offsets_end", {}), **ends}},
+                         batch_id, app)
         self._fault("after_factors", batch_id)
 
         res.seconds_total = time.perf_counter() - t0
@@ -387,7 +397,7 @@ class StreamTrainer:
             self._cache = None
 
     def _train(self, spark: SparkSession, ev: pd.DataFrame, events: DataFrame, batch_id: int, stream_id: str,
-               state: ModelState, res: BatchResult) -> None:
+               state: ModelState, res: BatchResult, ends: dict[str, int]) -> None:
         cfg, m = self.cfg, self.cfg.model
         app = f"{cfg.app.name}-{stream_id}"
         meta = state.meta
@@ -438,11 +448,13 @@ class StreamTrainer:
         t = time.perf_counter()
         bad = _divergent(uf, m.rank, cfg.stream.max_abs_factor) or _divergent(itf, m.rank, cfg.stream.max_abs_factor)
         new_meta: dict[str, Any] = {"stream_id": stream_id, "steps": int(meta.get("steps", 0)) + len(stats),
-                                    "schedule": schedule.base.to_state()}
+                                    "schedule": schedule.base.to_state(),
+                                    "offsets_end": {**(meta.get("offsets_end", {}) if meta.get("stream_id") == stream_id
+                                                       else {}), **ends}}
         if bad:
             self._cache = None  # the in-memory model saw the bad update: re-read the last good one
             res.rejected = True
-            res.alert = f"divergence: {bad}; batch rejected, previous model kept"
+            res.alert = "; ".join(a for a in (res.alert, f"divergence: {bad}; batch rejected, previous model kept") if a)
             log.warning("batch %d: %s", batch_id, res.alert)
             new_meta.update(alerts=int(meta.get("alerts", 0)) + 1, schedule=meta.get("schedule"),
                             steps=int(meta.get("steps", 0)))
@@ -493,8 +505,11 @@ class StreamTrainer:
     def _maintenance(self, spark: SparkSession) -> None:
         t = time.perf_counter()
         self.store.compact()
+        self.store.vacuum(self.cfg.stream.vacuum_retention_hours)
         spark.catalog.clearCache()
-        log.info("maintenance: compacted the factors table in %.1fs", time.perf_counter() - t)
+        self._cache = None  # compaction made a new version: re-read (cheap) rather than guess
+        log.info("maintenance: compacted and vacuumed the factors table (retention %gh) in %.1fs",
+                 self.cfg.stream.vacuum_retention_hours, time.perf_counter() - t)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -528,6 +543,16 @@ def _divergent(df: pd.DataFrame, rank: int, limit: float) -> str:
         return "non-finite factors"
     peak = max(float(np.abs(vec).max()), float(np.abs(bias).max()))
     return f"factor magnitude {peak:.3g} > stream.max_abs_factor {limit:g}" if peak > limit else ""
+
+
+def _records_lost(previous_ends: dict[str, int], offs: pd.DataFrame) -> int:
+    """Records skipped between the previous batch's last offset and this batch's first, per partition."""
+    lost = 0
+    for r in offs.itertuples():
+        prev = previous_ends.get(f"{r.topic}:{r.partition}")
+        if prev is not None and int(r.lo) > prev + 1:
+            lost += int(r.lo) - prev - 1
+    return lost
 
 
 def _scalars(res: BatchResult) -> dict[str, Any]:
