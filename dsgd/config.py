@@ -139,6 +139,39 @@ class StreamConfig:
                                        "of history: rollback works within this window.", lo=0.0, hi=87600.0)
 
 
+POLICIES = ("replace", "warm-start", "score-blend")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    policy: str = _f("replace", "How the batch model enters the live one. replace: live factors := the ALS "
+                     "snapshot, then the events after the cut-off are replayed through the DSGD step; warm-start: "
+                     "retrain.warm_start_epochs DSGD epochs over the history up to the cut-off, starting from "
+                     "the online factors (no ALS); score-blend: the live factors are kept and serving scores "
+                     "alpha*batch + (1-alpha)*online.", choices=POLICIES)
+    alpha: float = _f(0.5, "Weight of the batch model's score under the score-blend policy.", lo=0.0, hi=1.0)
+    als_max_iter: int = _f(10, "ALS maxIter (alternating iterations).", lo=1, hi=10000)
+    als_reg: float = _f(0.1, "ALS regParam (L2 regularisation).", lo=0.0, hi=1000.0)
+    als_alpha: float = _f(1.0, "ALS alpha: confidence scale of implicit preferences (implicit models only).",
+                          lo=0.0, hi=1e9)
+    als_implicit_prefs: str = _f("auto", "ALS implicitPrefs. auto: true for model.kind = implicit (the ALS input "
+                                 "is the number of events per user-item pair), false for explicit (the latest "
+                                 "rating per pair).", choices=("auto", "true", "false"))
+    als_center: bool = _f(True, "Explicit models: fit ALS to rating - mean and store the mean as the model's "
+                          "global mean mu (the DSGD prediction is mu + b_u + b_i + p.q); false: fit raw ratings, "
+                          "mu = 0.")
+    als_blocks: int = _f(0, "ALS numUserBlocks and numItemBlocks; 0 = the MLlib default (10).", lo=0, hi=100000)
+    checkpoint_interval: int = _f(10, "ALS checkpointInterval; the checkpoint directory is "
+                                  "<app.checkpoint_root>/als.", lo=1, hi=10000)
+    warm_start_epochs: int = _f(3, "DSGD epochs over the history for the warm-start policy.", lo=0, hi=10000)
+    warm_start_lr: float = _f(0.05, "Learning rate of the warm-start epochs (the replay of the replace policy "
+                              "uses model.lr, like the stream).", lo=0.0, hi=100.0)
+    swap_retries: int = _f(20, "Attempts of the atomic swap when the stream commits in between.", lo=1, hi=10000)
+    top_k: int = _f(10, "Recommendations per user of the top-K export and the default of `dsgd recommend -k`.",
+                    lo=1, hi=100000)
+    filter_seen: bool = _f(True, "Leave the items a user already interacted with out of the recommendations.")
+
+
 @dataclass(frozen=True)
 class Config:
     app: AppConfig = field(default_factory=AppConfig)
@@ -147,6 +180,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

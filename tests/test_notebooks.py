@@ -19,7 +19,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 KERNEL = "dsgd-test-venv"
 SMALL = {"01_quickstart.ipynb": "N_EVENTS, N_USERS, N_ITEMS, DAYS, SEED = 3000, 60, 120, 14, 1",
          "02_batch_vs_online.ipynb": "N_EVENTS, N_USERS, N_ITEMS, DAYS, SEED = 3000, 60, 120, 21, 1\n"
-                                     "BATCH_EPOCHS = 3"}
+                                     "BATCH_EPOCHS = 3",
+         "03_streaming_kafka.ipynb": "N_EVENTS, N_USERS, N_ITEMS, BATCH = 3000, 100, 60, 1000"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_notebook_runs_top_to_bottom_on_small_data(name, kernel_path, monkeypatc
     assert "parameters" in nb.cells[first].metadata.get("tags", []) and "DATA_PATH" in nb.cells[first].source
     injected = nbformat.v4.new_code_cell(f"# injected parameters\nDATA_PATH = None\n{SMALL[name]}")
     nb.cells.insert(first + 1, injected)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name=KERNEL,
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name=KERNEL,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
