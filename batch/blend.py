@@ -48,22 +48,19 @@ from pyspark.sql import functions as F
 
 from dsgd import columns as C
 from dsgd.config import Config
-from dsgd.factor_store import META_ID, TABLE_SCHEMA, FactorStore, conflict_name, is_write_conflict
+from dsgd.factor_store import FactorStore, StaleModel, conflict_name, is_write_conflict
 from dsgd.hashing import mix_seed
 from dsgd.local import SideFactors, train_epochs
-from dsgd.params import KernelParams
+from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule
+from dsgd.spark_engine import FACTOR_SCHEMA
 
 log = logging.getLogger("dsgd.batch")
 
 FACTOR_COLS = [C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT]
-FACTOR_SCHEMA = f"{C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, {C.COUNT} long"
-STALE_MARK = "dsgd-swap-stale"
-_TABLE_COLS = [c.split()[0] for c in TABLE_SCHEMA.split(", ")]
 
 
-class StaleSwap(RuntimeError):
-    """The live table moved between the rebase and the swap (retried)."""
+StaleSwap = StaleModel  # the live table moved between the rebase and the swap (retried)
 
 
 @dataclass
@@ -81,10 +78,7 @@ class SwapResult:
 # ---- DSGD over a set of events, starting from given factors ----------------------------------------------
 def kernel_params(cfg: Config, *, lr: float, mu: float) -> KernelParams:
     """The stream's kernel parameters (:class:`streaming.trainer.StreamTrainer`) with ``lr`` and ``mu``."""
-    m = cfg.model
-    explicit = m.kind == "explicit"
-    return KernelParams(lr=lr, reg=m.reg, mu=mu, implicit=not explicit, use_bias=explicit or m.use_bias,
-                        negatives=0 if explicit else m.negatives, negative_sampling=m.negative_sampling)
+    return params_from_model_config(cfg.model, mu=mu, lr=lr)
 
 
 def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: DataFrame, items: DataFrame, *,
@@ -263,49 +257,8 @@ def rebase_meta(now: dict[str, Any], base: dict[str, Any], model_mu: float | Non
     return {"mu": mu, "n_ratings": n}
 
 
-def cas_merge(store: FactorStore, rows: DataFrame | None, *, meta: dict[str, Any], expected_meta: str,
-              last_batch: int) -> None:
-    """One MERGE of factor rows (``side`` + FACTOR_SCHEMA) + metadata, applied only if the stored
-    metadata equals ``expected_meta``.
-
-    Raises :class:`StaleSwap` when the metadata moved (nothing is committed) and lets Delta's
-    concurrent-modification exceptions through (see :func:`dsgd.factor_store.is_write_conflict`).
-    """
-    from delta.tables import DeltaTable
-
-    spark = store.spark
-    meta_row = spark.createDataFrame(
-        [(C.SIDE_META, META_ID, 0, None, None, None, last_batch, None, json.dumps(meta, sort_keys=True))],
-        TABLE_SCHEMA).withColumn(C.UPDATED_AT, F.current_timestamp()).withColumn("_expected", F.lit(expected_meta))
-    source = meta_row
-    if rows is not None:
-        source = source.unionByName(rows.select(
-            C.SIDE, *FACTOR_COLS, F.lit(last_batch).cast("long").alias(C.LAST_BATCH),
-            F.current_timestamp().alias(C.UPDATED_AT), F.lit(None).cast("string").alias("meta"),
-            F.lit(None).cast("string").alias("_expected")))
-    values = {c: f"s.{c}" for c in _TABLE_COLS}
-    guarded = dict(values)
-    guarded["meta"] = (f"CASE WHEN t.meta = s._expected THEN s.meta "
-                       f"ELSE raise_error('{STALE_MARK}: the model metadata moved') END")
-    target = DeltaTable.forPath(spark, store.path)
-    try:
-        (target.alias("t").merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
-         .whenMatchedUpdate(condition=f"s.side = '{C.SIDE_META}'", set=guarded)
-         .whenMatchedUpdate(set=values)
-         .whenNotMatchedInsert(values=values)
-         .execute())
-    except Exception as exc:
-        if STALE_MARK in str(exc):
-            raise StaleSwap(str(exc).splitlines()[0]) from exc
-        raise
-
-
 def _raw_meta(store: FactorStore) -> str:
-    rows = (store.table().where((F.col(C.SIDE) == C.SIDE_META) & (F.col(C.ID) == META_ID)).select("meta")
-            .collect())
-    if not rows:
-        raise RuntimeError(f"factors table at {store.path} has no metadata row")
-    return rows[0].meta
+    return store.meta_raw()
 
 
 def swap(spark: SparkSession, store: FactorStore, users: DataFrame | None, items: DataFrame | None, *,
@@ -339,14 +292,13 @@ def swap(spark: SparkSession, store: FactorStore, users: DataFrame | None, items
             written, rebased = int(counts["n"]), int(counts["r"] or 0)
             rows = rows.drop("_rebased")
         try:
-            cas_merge(store, rows, meta=new_meta, expected_meta=expected,
-                      last_batch=int(now_meta.get("last_batch", -1)))
+            store.merge(rows, meta=new_meta, expected_meta=expected, last_batch=int(now_meta.get("last_batch", -1)))
             version = store.version()
             log.info("swap committed factors version %d (attempt %d, %d rows, %d rebased onto stream updates)",
                      version, attempt, written, rebased)
             return SwapResult(version=version, attempts=attempt, rows_written=written, rows_rebased=rebased,
                               seconds=time.perf_counter() - t0)
-        except StaleSwap as exc:
+        except StaleModel as exc:
             log.warning("swap attempt %d: %s; rebasing again", attempt, exc)
         except Exception as exc:
             if not is_write_conflict(exc):

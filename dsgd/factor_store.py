@@ -49,6 +49,14 @@ def latest_version(spark: SparkSession, path: str) -> int:
         return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
+STALE_MARK = "dsgd-stale-model"
+_TABLE_COLS = [c.split()[0] for c in TABLE_SCHEMA.split(", ")]
+
+
+class StaleModel(RuntimeError):
+    """The factors table moved (another writer committed) since the rows to write were computed."""
+
+
 _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
               "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
               "ProtocolChangedException", "DELTA_CONCURRENT")
@@ -71,6 +79,7 @@ class FactorStore:
     def __init__(self, spark: SparkSession, path: str) -> None:
         self.spark = spark
         self.path = path
+        self.last_written_meta: str | None = None  # metadata text of this store's last successful write
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -113,11 +122,7 @@ class FactorStore:
         return reader.load(self.path)
 
     def meta(self, version: int | None = None) -> dict[str, Any]:
-        rows = (self.table(version).where((F.col(C.SIDE) == C.SIDE_META) & (F.col(C.ID) == META_ID))
-                .select("meta").collect())
-        if not rows:
-            raise RuntimeError(f"factors table at {self.path} has no metadata row")
-        return json.loads(rows[0].meta)
+        return json.loads(self.meta_raw(version))
 
     def load(self, side: str, ids: DataFrame | None = None, version: int | None = None) -> DataFrame:
         """Factor rows of one side (id, key, vec, bias, count); only those in ``ids`` (column id) if given."""
@@ -136,67 +141,95 @@ class FactorStore:
             [(C.SIDE_META, META_ID, 0, None, None, None, batch_id, None, json.dumps(meta, sort_keys=True))],
             TABLE_SCHEMA).withColumn(C.UPDATED_AT, F.current_timestamp())
 
-    def write(self, users: DataFrame | None, items: DataFrame | None, *, meta: dict[str, Any], batch_id: int,
-              app_id: str = "dsgd", retries: int = 5, force: bool = False,
-              current_meta: dict[str, Any] | None = None) -> bool:
-        """MERGE the given factor rows and the metadata row in one commit; False if already applied.
+    def meta_raw(self, version: int | None = None) -> str:
+        """The metadata row's JSON text exactly as stored (the compare-and-swap token)."""
+        rows = (self.table(version).where((F.col(C.SIDE) == C.SIDE_META) & (F.col(C.ID) == META_ID))
+                .select("meta").collect())
+        if not rows:
+            raise RuntimeError(f"factors table at {self.path} has no metadata row")
+        return rows[0].meta
 
-        ``users``/``items`` hold (id, key, vec, bias, count) rows to upsert (only changed rows should be
-        passed). ``meta`` is merged into the stored metadata and ``last_batch`` set to ``batch_id``.
-        A batch whose id is not newer than the stored ``last_batch`` is skipped (idempotent replay)
-        unless ``force``. Concurrent-writer conflicts are retried ``retries`` times. ``current_meta``
-        spares the metadata read when the caller knows the table's current metadata (first attempt only).
+    def merge(self, rows: DataFrame | None, *, meta: dict[str, Any], expected_meta: str, last_batch: int,
+              txn: tuple[str, int] | None = None) -> None:
+        """One MERGE of factor rows (``side`` + id, key, vec, bias, count) and the metadata row, applied
+        only if the stored metadata still equals ``expected_meta`` (compare-and-swap).
+
+        Raises :class:`StaleModel` when the metadata moved (nothing is committed); Delta's own
+        concurrent-modification errors pass through (:func:`is_write_conflict`). ``txn`` = (app id,
+        version) is recorded as the commit's transaction and user metadata.
         """
         from delta.tables import DeltaTable
 
+        spark = self.spark
+        source = self._meta_df(meta, last_batch).withColumn("_expected", F.lit(expected_meta))
+        if rows is not None:
+            source = source.unionByName(rows.select(
+                C.SIDE, C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT, F.lit(last_batch).cast("long").alias(C.LAST_BATCH),
+                F.current_timestamp().alias(C.UPDATED_AT), F.lit(None).cast("string").alias("meta"),
+                F.lit(None).cast("string").alias("_expected")))
+        values = {c: f"s.{c}" for c in _TABLE_COLS}
+        guarded = {**values, "meta": f"CASE WHEN t.meta = s._expected THEN s.meta "
+                                     f"ELSE raise_error('{STALE_MARK}: the model metadata moved') END"}
+        conf = spark.conf
+        if txn is not None:
+            conf.set("spark.databricks.delta.write.txnAppId", txn[0])
+            conf.set("spark.databricks.delta.write.txnVersion", str(txn[1]))
+            conf.set("spark.databricks.delta.commitInfo.userMetadata", f"{txn[0]}:{txn[1]}")
+        try:
+            (DeltaTable.forPath(spark, self.path).alias("t")
+             .merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
+             .whenMatchedUpdate(condition=f"s.side = '{C.SIDE_META}'", set=guarded)
+             .whenMatchedUpdate(set=values)
+             .whenNotMatchedInsert(values=values)
+             .execute())
+        except Exception as exc:
+            if STALE_MARK in str(exc):
+                raise StaleModel(str(exc).splitlines()[0][:300]) from exc
+            raise
+        finally:
+            if txn is not None:
+                for key in ("write.txnAppId", "write.txnVersion", "commitInfo.userMetadata"):
+                    conf.unset(f"spark.databricks.delta.{key}")
+
+    def write(self, users: DataFrame | None, items: DataFrame | None, *, meta: dict[str, Any], batch_id: int,
+              app_id: str = "dsgd", force: bool = False, expected_meta: str | None = None,
+              retries: int = 5) -> bool:
+        """Upsert changed factor rows and the metadata in one commit; False if the batch is already in.
+
+        ``users``/``items`` hold (id, key, vec, bias, count) rows computed from the model whose metadata
+        text is ``expected_meta``: if the table moved since (another writer committed), nothing is
+        written and :class:`StaleModel` is raised, so the caller recomputes from the new model instead
+        of overwriting it. Without ``expected_meta`` (metadata-only writes) the current metadata is read
+        and conflicts are retried. A batch whose id is not newer than the stored ``last_batch`` is
+        skipped (idempotent replay) unless ``force``.
+        """
+        rows = None
+        for side, df in ((C.SIDE_USER, users), (C.SIDE_ITEM, items)):
+            if df is not None:
+                part = df.select(F.lit(side).alias(C.SIDE), C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT)
+                rows = part if rows is None else rows.unionByName(part)
         for attempt in range(retries + 1):
-            current = current_meta if (current_meta is not None and attempt == 0) else self.meta()
+            raw = expected_meta if expected_meta is not None else self.meta_raw()
+            current = json.loads(raw)
             if not force and int(current.get("last_batch", -1)) >= batch_id:
                 log.info("batch %d already in the factors table (last_batch=%s): skipped", batch_id,
                          current.get("last_batch"))
                 return False
-            merged_meta = {**current, **meta, "last_batch": batch_id}
-            parts = [self._meta_df(merged_meta, batch_id)]
-            for side, df in ((C.SIDE_USER, users), (C.SIDE_ITEM, items)):
-                if df is not None:
-                    parts.append(df.select(F.lit(side).alias(C.SIDE), C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT,
-                                           F.lit(batch_id).cast("long").alias(C.LAST_BATCH),
-                                           F.current_timestamp().alias(C.UPDATED_AT),
-                                           F.lit(None).cast("string").alias("meta")))
-            source = parts[0]
-            for p in parts[1:]:
-                source = source.unionByName(p)
-            target = DeltaTable.forPath(self.spark, self.path)
-            conf = self.spark.conf
-            conf.set("spark.databricks.delta.write.txnAppId", f"{app_id}-factors")
-            conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
-            conf.set("spark.databricks.delta.commitInfo.userMetadata", f"{app_id}:{batch_id}")
+            merged = {**current, **meta, "last_batch": batch_id}
             try:
-                (target.alias("t").merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
-                 .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+                self.merge(rows, meta=merged, expected_meta=raw, last_batch=batch_id,
+                           txn=(f"{app_id}-factors", batch_id))
+                self.last_written_meta = json.dumps(merged, sort_keys=True)
                 return True
             except Exception as exc:
-                if not is_write_conflict(exc) or attempt == retries:
+                stale = isinstance(exc, StaleModel) or is_write_conflict(exc)
+                if not stale or expected_meta is not None or attempt == retries:
+                    if stale and not isinstance(exc, StaleModel):
+                        raise StaleModel(f"write conflict: {conflict_name(exc)}") from exc
                     raise
-                log.warning("factors MERGE conflict (%s), retry %d/%d", conflict_name(exc), attempt + 1, retries)
+                log.warning("factors write conflict (%s), retry %d/%d", conflict_name(exc), attempt + 1, retries)
                 time.sleep(0.2 * (attempt + 1))
-            finally:
-                conf.unset("spark.databricks.delta.write.txnAppId")
-                conf.unset("spark.databricks.delta.write.txnVersion")
-                conf.unset("spark.databricks.delta.commitInfo.userMetadata")
         return False
-
-    def replace_all(self, users: DataFrame, items: DataFrame, *, meta: dict[str, Any], batch_id: int) -> None:
-        """Overwrite the whole table (users, items, meta) in one commit: used by the batch blend."""
-        current = self.meta() if self.exists() else {}
-        merged = {**current, **meta, "last_batch": batch_id}
-        df = self._meta_df(merged, batch_id)
-        for side, part in ((C.SIDE_USER, users), (C.SIDE_ITEM, items)):
-            df = df.unionByName(part.select(F.lit(side).alias(C.SIDE), C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT,
-                                            F.lit(batch_id).cast("long").alias(C.LAST_BATCH),
-                                            F.current_timestamp().alias(C.UPDATED_AT),
-                                            F.lit(None).cast("string").alias("meta")))
-        df.write.format("delta").mode("overwrite").partitionBy(C.SIDE).save(self.path)
 
     # ---- maintenance ----------------------------------------------------------------------------
     def compact(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 NEGATIVE_SAMPLING = ("uniform", "popularity")
 
@@ -50,3 +51,14 @@ class KernelParams:
             raise ValueError(
                 f"negative_sampling must be one of {NEGATIVE_SAMPLING}, got {self.negative_sampling!r}"
             )
+
+
+def params_from_model_config(m: Any, *, mu: float, lr: float | None = None) -> KernelParams:
+    """Kernel parameters of a ``[model]`` config section (:class:`dsgd.config.ModelConfig`).
+
+    Explicit models always learn biases and draw no negatives; ``lr`` overrides ``model.lr``.
+    """
+    explicit = m.kind == "explicit"
+    return KernelParams(lr=m.lr if lr is None else lr, reg=m.reg, mu=mu, implicit=not explicit,
+                        use_bias=explicit or m.use_bias, negatives=0 if explicit else m.negatives,
+                        negative_sampling=m.negative_sampling)

@@ -15,6 +15,7 @@ pools and event order), which the tests assert.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from functools import lru_cache
@@ -190,6 +191,13 @@ class _StratumTask:
     count: bool = True
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        if os.environ.get("DSGD_FAIL_FIRST_ATTEMPT") == "1":  # fault suite: a task retry must not change the result
+            from pyspark import TaskContext
+
+            ctx = TaskContext.get()
+            if ctx is not None and ctx.attemptNumber() == 0:
+                raise RuntimeError(f"DSGD_FAIL_FIRST_ATTEMPT: injected failure of partition {ctx.partitionId()} "
+                                   f"stage {ctx.stageId()} attempt 0")
         table = pa.Table.from_batches(list(batches))
         if table.num_rows == 0:
             return

@@ -39,10 +39,10 @@ from pyspark.sql import functions as F
 
 from dsgd import columns as C
 from dsgd.config import Config
-from dsgd.factor_store import FactorStore
+from dsgd.factor_store import FactorStore, StaleModel
 from dsgd.hashing import id_key, mix_seed
 from dsgd.local import SideFactors, train_epochs
-from dsgd.params import KernelParams
+from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule, schedule_from_state
 from dsgd.spark_engine import _list_array, ensure_ids, train_epochs_spark
 from streaming.evaluate import evaluate_batch, sample_events
@@ -94,6 +94,7 @@ class ModelState:
 
     version: int
     meta: dict
+    raw: str  # the metadata text as stored: the compare-and-swap token of the next write
     users: SideFactors | None = None
     items: SideFactors | None = None
 
@@ -149,11 +150,18 @@ METRICS_SCHEMA = (
 class StreamTrainer:
     """Runs the streaming query and owns the per-batch function.
 
+    Attributes
+    ----------
+    STALE_RETRIES : int
+        How often a batch is recomputed when another writer changed the model while it trained.
+
     Example
     -------
     >>> trainer = StreamTrainer(spark, cfg)
     >>> query = trainer.start()          # or trainer.run() to block until done / SIGTERM
     """
+
+    STALE_RETRIES = 5
 
     def __init__(self, spark: SparkSession, cfg: Config, *, fault_hook: Any = None) -> None:
         self.spark = spark
@@ -290,29 +298,38 @@ class StreamTrainer:
         res.seconds_parse = time.perf_counter() - t0
         self._fault("after_events", batch_id)
 
-        state = self._state(spark)
-        meta = state.meta
         ends = {f"{r.topic}:{r.partition}": int(r.hi) for r in offs.itertuples()}
-        if meta.get("stream_id") == stream_id:
-            res.records_lost = _records_lost(meta.get("offsets_end", {}), offs)
-            if res.records_lost:
-                res.alert = (f"data loss: {res.records_lost} records were deleted from Kafka before they were read "
-                             "(kafka.fail_on_data_loss=false)")
-                log.warning("batch %d: %s", batch_id, res.alert)
-        applied = meta.get("stream_id") == stream_id and int(meta.get("last_batch", -1)) >= batch_id
-        if applied:  # replay of a batch whose factors were written before a crash
-            stored = meta.get("last_result", {}) if int(meta.get("last_batch", -1)) == batch_id else {}
-            for k, v in stored.items():
-                if k in res.__dict__ and k not in ("replayed", "seconds_total", "stream_id", "batch_id"):
-                    setattr(res, k, v)
-            res.replayed = True
-            log.info("batch %d: factors already applied, replaying metrics only", batch_id)
-        elif res.rows_valid:
-            self._train(spark, ev, events, batch_id, stream_id, state, res, ends)
-        else:
-            self._commit(spark, state, None, None, {"stream_id": stream_id, "last_result": {},
-                                                    "offsets_end": {**meta.get("offsets_end", {}), **ends}},
-                         batch_id, app)
+        for attempt in range(1, self.STALE_RETRIES + 1):
+            try:
+                state = self._state(spark)
+                meta = state.meta
+                if meta.get("stream_id") == stream_id:
+                    res.records_lost = _records_lost(meta.get("offsets_end", {}), offs)
+                    if res.records_lost:
+                        res.alert = (f"data loss: {res.records_lost} records were deleted from Kafka before they were read "
+                                     "(kafka.fail_on_data_loss=false)")
+                        log.warning("batch %d: %s", batch_id, res.alert)
+                applied = meta.get("stream_id") == stream_id and int(meta.get("last_batch", -1)) >= batch_id
+                if applied:  # replay of a batch whose factors were written before a crash
+                    stored = meta.get("last_result", {}) if int(meta.get("last_batch", -1)) == batch_id else {}
+                    for k, v in stored.items():
+                        if k in res.__dict__ and k not in ("replayed", "seconds_total", "stream_id", "batch_id"):
+                            setattr(res, k, v)
+                    res.replayed = True
+                    log.info("batch %d: factors already applied, replaying metrics only", batch_id)
+                elif res.rows_valid:
+                    self._train(spark, ev, events, batch_id, stream_id, state, res, ends)
+                else:
+                    self._commit(spark, state, None, None, {"stream_id": stream_id, "last_result": {},
+                                                            "offsets_end": {**meta.get("offsets_end", {}), **ends}},
+                                 batch_id, app)
+                break
+            except StaleModel as exc:  # another writer (the weekly retrain, a rollback) committed first
+                self._cache = None
+                if attempt == self.STALE_RETRIES:
+                    raise
+                log.warning("batch %d: the model changed underneath (%s); recomputing from the new model "
+                            "(attempt %d)", batch_id, exc, attempt + 1)
         self._fault("after_factors", batch_id)
 
         res.seconds_total = time.perf_counter() - t0
@@ -350,10 +367,7 @@ class StreamTrainer:
 
     # ---- train ----------------------------------------------------------------------------------
     def _params(self, mu: float) -> KernelParams:
-        m = self.cfg.model
-        return KernelParams(lr=m.lr, reg=m.reg, mu=mu, implicit=not self.explicit,
-                            use_bias=self.explicit or m.use_bias, negatives=m.negatives if not self.explicit else 0,
-                            negative_sampling=m.negative_sampling)
+        return params_from_model_config(self.cfg.model, mu=mu)
 
     def _schedule(self, meta: dict) -> _StepSchedule:
         m = self.cfg.model
@@ -370,13 +384,15 @@ class StreamTrainer:
         if self._cache is not None and self._cache.version == version:
             return self._cache
         t = time.perf_counter()
-        meta = self.store.meta()
+        raw = self.store.meta_raw()
+        meta = json.loads(raw)
         if self.cfg.model.engine != "local":
-            return ModelState(version=version, meta=meta)
+            return ModelState(version=version, meta=meta, raw=raw)
         rank = self.cfg.model.rank
         users = self.store.load(C.SIDE_USER).toPandas()
         items = self.store.load(C.SIDE_ITEM).toPandas()
-        self._cache = ModelState(version=version, meta=meta, users=_side(users, rank), items=_side(items, rank))
+        self._cache = ModelState(version=version, meta=meta, raw=raw, users=_side(users, rank),
+                                 items=_side(items, rank))
         log.info("loaded the model at factors version %d: %d users, %d items (%.1fs)", version, len(users),
                  len(items), time.perf_counter() - t)
         return self._cache
@@ -388,11 +404,12 @@ class StreamTrainer:
         udf = _to_df(spark, users) if users is not None and len(users) else None
         idf = _to_df(spark, items) if items is not None and len(items) else None
         wrote = self.store.write(udf, idf, meta=meta, batch_id=batch_id, app_id=app, force=force,
-                                 current_meta=state.meta)
+                                 expected_meta=state.raw)
         new_version = self.store.version()
         if wrote and state.version >= 0 and new_version == state.version + 1 and state.users is not None:
             state.version = new_version
-            state.meta = {**state.meta, **meta, "last_batch": batch_id}
+            state.raw = self.store.last_written_meta or state.raw
+            state.meta = json.loads(state.raw)
         else:
             self._cache = None
 
