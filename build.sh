@@ -6,6 +6,7 @@
 #   ./build.sh demo     setup, then the end-to-end demo (local broker -> stream -> Delta -> report)
 #   ./build.sh lint     setup, then ruff
 #   ./build.sh bench    setup, then the benchmarks in bench/
+#   ./build.sh pack     setup, then dist/dsgd_env.tar.gz: a packed virtualenv for spark-submit --archives
 #
 # Idempotent: each step records a stamp (hash of its inputs) and is skipped when the stamp matches,
 # so a second run makes no network request. Network is needed only for the first setup (PyPI and
@@ -90,17 +91,21 @@ build_dist() {
   "$VENV/bin/python" -m build --wheel --no-isolation --outdir dist . >/dev/null 2>&1 \
     || "$VENV/bin/python" -m build --wheel --no-isolation --outdir dist .
   rm -rf build ./*.egg-info
-  "$VENV/bin/python" - <<'PYEOF'
-import pathlib, zipfile
-root = pathlib.Path(".")
-with zipfile.ZipFile("dist/dsgd_pyfiles.zip", "w", zipfile.ZIP_DEFLATED) as z:
-    for pkg in ("dsgd", "streaming", "batch"):
-        for p in sorted((root / pkg).rglob("*.py")):
-            z.write(p, p.as_posix())
-    for p in sorted((root / "conf").iterdir()):
-        if p.suffix in (".toml", ".template", ".py"):
-            z.write(p, "dsgd/conf/" + p.name)
-PYEOF
+  "$VENV/bin/python" -c 'from dsgd.standalone import build_pyfiles_zip; build_pyfiles_zip(".", "dist/dsgd_pyfiles.zip")' 
+  echo "$want" > "$stamp"
+}
+
+# A packed virtualenv (wheel + pinned deps) for spark-submit --archives on clusters whose nodes lack the
+# Python dependencies. venv-pack refuses editable installs, so a separate env holds the wheel.
+pack_env() {
+  local penv="$ROOT/.venv-pack" out="$ROOT/dist/dsgd_env.tar.gz" stamp="$ROOT/dist/.pack-stamp" want whl
+  whl="$(ls dist/dsgd_stream-*.whl | head -1)"
+  want="$(hash_of requirements.txt pyproject.toml "$whl")"
+  if [[ -f "$out" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then say "packed env up to date ($out)"; return; fi
+  say "packing the runtime env (wheel + pinned deps) for --archives into $out"
+  rm -rf "$penv" "$out" && "$PY" -m venv "$penv"
+  "$penv/bin/python" -m pip install -q --disable-pip-version-check "$whl"
+  "$VENV/bin/venv-pack" -p "$penv" -o "$out"
   echo "$want" > "$stamp"
 }
 
@@ -127,10 +132,13 @@ case "$cmd" in
   lint)
     setup
     exec "$VENV/bin/ruff" check . ;;
+  pack)
+    setup
+    pack_env ;;
   bench)
     setup
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
     for b in bench/bench_*.py; do say "running $b"; "$VENV/bin/python" "$b" "$@"; done ;;
-  -h|--help|help) sed -n '2,12p' "$0" ;;
-  *) die "unknown command '$cmd'; use one of: setup, test, demo, lint, bench" ;;
+  -h|--help|help) sed -n '2,13p' "$0" ;;
+  *) die "unknown command '$cmd'; use one of: setup, test, demo, lint, bench, pack" ;;
 esac

@@ -102,7 +102,7 @@ def _load_plugins() -> None:
     """Import the modules that register further subcommands (streaming, batch, evaluation, demo)."""
     import importlib
 
-    for mod in ("dsgd.demo", "streaming.cli", "batch.cli", "dsgd.evaluate_cli"):
+    for mod in ("dsgd.demo", "streaming.cli", "batch.cli", "dsgd.evaluate_cli", "dsgd.standalone"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
