@@ -174,6 +174,7 @@ class StreamTrainer:
         self.results: list[BatchResult] = []
         self._lag_consumer: Any = None
         self._cache: ModelState | None = None
+        self._appends: tuple[threading.Thread, dict] | None = None
         m = cfg.model
         self.explicit = m.kind == "explicit"
         self.store.create(rank=m.rank, kind=m.kind, meta={"lr_schedule": m.lr_schedule})
@@ -265,6 +266,9 @@ class StreamTrainer:
             self._batch(spark, parsed, batch_id, stream_id, app, res, t0)
         except BaseException:
             self._cache = None  # never trust an in-memory model across a failed batch
+            if self._appends is not None:
+                self._appends[0].join()
+                self._appends = None
             raise
         finally:
             parsed.unpersist()
@@ -288,15 +292,8 @@ class StreamTrainer:
         res.lag_records = self._lag(offs)
 
         events = valid_events(parsed)
-        if res.rows_valid:
-            append_once(events, self.tables.events, app_id=f"{app}-events", version=batch_id,
-                        partition_by=EVENTS_PARTITION)
-        if res.rows_quarantined:
-            append_once(quarantined(parsed).withColumn("batch_id", F.lit(batch_id).cast("long"))
-                        .withColumn("quarantined_at", F.current_timestamp()),
-                        self.tables.quarantine, app_id=f"{app}-quarantine", version=batch_id)
         res.seconds_parse = time.perf_counter() - t0
-        self._fault("after_events", batch_id)
+        self._start_appends(parsed, events, res, batch_id, app)
 
         ends = {f"{r.topic}:{r.partition}": int(r.hi) for r in offs.itertuples()}
         for attempt in range(1, self.STALE_RETRIES + 1):
@@ -323,6 +320,7 @@ class StreamTrainer:
                     self._commit(spark, state, None, None, {"stream_id": stream_id, "last_result": {},
                                                             "offsets_end": {**meta.get("offsets_end", {}), **ends}},
                                  batch_id, app)
+                self._await_appends(batch_id)
                 break
             except StaleModel as exc:  # another writer (the weekly retrain, a rollback) committed first
                 self._cache = None
@@ -332,6 +330,7 @@ class StreamTrainer:
                             "(attempt %d)", batch_id, exc, attempt + 1)
         self._fault("after_factors", batch_id)
 
+        self._await_appends(batch_id)
         res.seconds_total = time.perf_counter() - t0
         res.rows_per_s = res.rows_in / res.seconds_total if res.seconds_total > 0 else 0.0
         mrow = spark.createDataFrame([tuple(res.row()[c.split()[0]] for c in METRICS_SCHEMA.split(", "))],
@@ -347,6 +346,39 @@ class StreamTrainer:
                  res.lag_ms / 1000, cfg.stream.eval_k, res.dcg, res.dcg_popularity, res.loss, res.users_touched,
                  res.items_touched, res.seconds_parse, res.seconds_eval, res.seconds_train, res.seconds_write,
                  res.seconds_total, " REPLAY" if res.replayed else "", f" ALERT {res.alert}" if res.alert else "")
+
+    def _start_appends(self, parsed: DataFrame, events: DataFrame, res: BatchResult, batch_id: int,
+                       app: str) -> None:
+        """Append the batch's events and quarantined records in a background thread: they overlap with
+        evaluation and training, and are joined (:meth:`_await_appends`) before the factor commit."""
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                if res.rows_valid:
+                    append_once(events, self.tables.events, app_id=f"{app}-events", version=batch_id,
+                                partition_by=EVENTS_PARTITION)
+                if res.rows_quarantined:
+                    append_once(quarantined(parsed).withColumn("batch_id", F.lit(batch_id).cast("long"))
+                                .withColumn("quarantined_at", F.current_timestamp()),
+                                self.tables.quarantine, app_id=f"{app}-quarantine", version=batch_id)
+            except BaseException as exc:  # re-raised in the batch's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"dsgd-append-{batch_id}", daemon=True)
+        thread.start()
+        self._appends = (thread, box)
+
+    def _await_appends(self, batch_id: int) -> None:
+        """Wait for the event/quarantine appends of this batch; then the ``after_events`` fault point."""
+        if self._appends is None:
+            return
+        thread, box = self._appends
+        thread.join()
+        self._appends = None
+        if "error" in box:
+            raise box["error"]
+        self._fault("after_events", batch_id)
 
     def _lag(self, offs: pd.DataFrame) -> int:
         """Records in Kafka after this batch's last offsets (−1 when the broker cannot be asked)."""
@@ -400,6 +432,7 @@ class StreamTrainer:
     def _commit(self, spark: SparkSession, state: ModelState, users: pd.DataFrame | None,
                 items: pd.DataFrame | None, meta: dict, batch_id: int, app: str) -> None:
         """One MERGE of the changed rows + metadata; keep the driver cache only if the commit is ours."""
+        self._await_appends(batch_id)  # events are in Delta before the factors that learnt from them
         force = state.meta.get("stream_id") != meta.get("stream_id", state.meta.get("stream_id"))
         udf = _to_df(spark, users) if users is not None and len(users) else None
         idf = _to_df(spark, items) if items is not None and len(items) else None
@@ -476,6 +509,7 @@ class StreamTrainer:
             new_meta.update(alerts=int(meta.get("alerts", 0)) + 1, schedule=meta.get("schedule"),
                             steps=int(meta.get("steps", 0)))
             new_meta["last_result"] = _scalars(res)
+            self._await_appends(batch_id)
             self.store.write(None, None, meta=new_meta, batch_id=batch_id, app_id=app,
                              force=meta.get("stream_id") != stream_id)
         else:
