@@ -74,8 +74,9 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
     numeric_ts = ts_txt.rlike(r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$")
     ts_num = F.expr("try_cast(ts_txt AS DOUBLE)")
     ts_iso = F.unix_millis(F.expr("try_to_timestamp(ts_txt)"))
+    in_range = ts_num.between(MIN_TS_MS, MAX_TS_MS)  # cast only what fits: a huge ts must not kill the batch
     ts_ms = (F.when(F.col("e.ts").isNull(), F.unix_millis(F.col("kafka_ts")))
-             .when(numeric_ts, ts_num.cast("long"))
+             .when(numeric_ts, F.when(in_range, ts_num.cast("long")))
              .otherwise(ts_iso))
     df = df.withColumn("rating_txt", rating_txt).withColumn("ts_txt", ts_txt)
     df = df.select("*", F.col("e.user").alias(C.USER), F.col("e.item").alias(C.ITEM),
@@ -104,7 +105,8 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
     seq = F.shiftleft(F.col("partition").cast("long"), 40) + F.col("offset")
     return df.select(
         user, item, r.cast("float").alias(C.RATING), C.TS, seq.alias(C.SEQ),
-        F.to_date(F.timestamp_millis(F.col(C.TS))).alias(C.EVENT_DATE),
+        F.when(F.col(C.TS).between(MIN_TS_MS, MAX_TS_MS),
+               F.to_date(F.timestamp_millis(F.col(C.TS)))).alias(C.EVENT_DATE),
         "raw_key", "raw_value", "topic", "partition", "offset", "kafka_ts", reason.alias("reason"))
 
 

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -239,10 +240,11 @@ class StreamTrainer:
                     self._lag_consumer.close()
         exc = query.exception()
         if exc is not None:
-            text = str(exc)
-            cause = next((ln.strip() for ln in reversed(text.splitlines()) if "Error" in ln or "Exception:" in ln
-                          or "Fault" in ln), text.splitlines()[0] if text else repr(exc))
-            log.error("stream failed: %s", cause[:500])
+            lines = [ln.strip() for ln in str(exc).splitlines()
+                     if ln.strip() and not ln.strip().startswith(("at ", "..."))]
+            cause = next((ln for ln in lines if re.search(r"(Exception|Error|Fault)\w*:", ln)),
+                         lines[0] if lines else repr(exc))
+            log.error("stream failed: %s", cause[:2000])
             return 1
         return 0
 

@@ -1,0 +1,65 @@
+"""Item 3: SIGKILL and SIGTERM of a ``python -m dsgd stream`` process mid-stream, then restarts of the
+same command, give the factors of a fault-free run with every batch recorded once."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from streaming.trainer import StreamTrainer
+from tests.faults.helpers import CliRun, cli_env, metrics, stream_cfg, table, write_conf
+from tests.kafka.stream_helpers import assert_same_factors, factors, known_stream, produce
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
+
+
+def test_sigkill_and_sigterm_of_the_trainer_process_then_restart_equal_the_fault_free_run(
+        spark, kafka_broker, topic, cfg, tmp_path):
+    df = known_stream(1600, seed=17)
+    produce(kafka_broker.bootstrap, topic, df)
+    opts = {"kafka": {"max_offsets_per_trigger": 200}}
+    clean = stream_cfg(cfg, topic, tmp_path / "clean", **opts)
+    assert StreamTrainer(spark, clean).run(timeout_s=400) == 0
+    n_batches = len(metrics(spark, clean))
+    assert n_batches == 8
+
+    crash = stream_cfg(cfg, topic, tmp_path / "crash", **opts)
+    conf = write_conf(tmp_path / "crash.toml", crash)
+    cmd = ["stream", "--available-now", "--profile", "local", "--conf", str(conf),
+           "--set", 'spark.driver_memory="1g"', "--set", "spark.shuffle_partitions=2"]
+
+    # 1. SIGKILL right after batch 2's factors are committed (before its metrics and Spark's commit log)
+    run = CliRun(cmd, env=cli_env(DSGD_FAULT="after_factors:2", DSGD_FAULT_MODE="kill"))
+    assert run.wait(400) == -signal.SIGKILL, run.text[-3000:]
+    m = metrics(spark, crash)
+    assert sorted(m["batch_id"]) == [0, 1]
+
+    # 2. restart; SIGTERM while a later batch runs (sent as soon as batch 4 is logged)
+    def on_line(r: CliRun, line: str) -> None:
+        if "batch 4: rows=" in line and not getattr(r, "termed", False):
+            r.termed = True
+            os.kill(r.proc.pid, signal.SIGTERM)
+
+    run = CliRun(cmd, on_line=on_line)
+    rc = run.wait(400)
+    assert getattr(run, "termed", False), run.text[-3000:]
+    assert rc == 0, run.text[-3000:]  # a clean stop, not a crash
+    assert "REPLAY" in run.text  # batch 2's factors were in; only its metrics were replayed
+    done = sorted(metrics(spark, crash)["batch_id"])
+    assert done[:5] == [0, 1, 2, 3, 4] and len(done) < n_batches, done
+
+    # 3. restart to the end
+    run = CliRun(cmd)
+    assert run.wait(400) == 0, run.text[-3000:]
+
+    assert_same_factors(factors(spark, clean.app.warehouse), factors(spark, crash.app.warehouse))
+    m = metrics(spark, crash)
+    assert m["batch_id"].is_unique and sorted(m["batch_id"]) == list(range(n_batches))
+    mc = metrics(spark, clean)
+    assert m["rows_in"].sum() == mc["rows_in"].sum() == len(df)
+    np.testing.assert_allclose(m["dcg"].to_numpy(float), mc["dcg"].to_numpy(float), rtol=1e-9, equal_nan=True)
+    ev = table(spark, crash, "events")
+    assert len(ev) == len(df) and not ev.duplicated(["seq"]).any()

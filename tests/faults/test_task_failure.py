@@ -1,0 +1,36 @@
+"""Item 1: a DSGD task whose first attempt fails is retried by Spark and gives the same factors."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.faults.helpers import PYTHON, ROOT, cli_env
+from tests.faults.task_retry_job import fit_factors
+
+pytestmark = [pytest.mark.faults, pytest.mark.spark]
+
+
+def test_task_retry_after_a_failed_first_attempt_gives_the_factors_of_a_run_without_failure(spark, tmp_path):
+    out = tmp_path / "retry.npz"
+    proc = subprocess.run([PYTHON, str(ROOT / "tests/faults/task_retry_job.py"), str(out), "local[2,3]"],
+                          cwd=ROOT, env=cli_env(DSGD_FAIL_FIRST_ATTEMPT="1"), capture_output=True, text=True,
+                          timeout=420)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    # the hook really fired: Spark logged lost task attempts carrying the injected error, then retried them
+    lost = [ln for ln in proc.stderr.splitlines() if "Lost task" in ln]
+    assert lost, "no task attempt failed: is the DSGD_FAIL_FIRST_ATTEMPT hook in dsgd/spark_engine.py?"
+    assert "DSGD_FAIL_FIRST_ATTEMPT" in proc.stderr
+    assert "Task 0 in stage" not in proc.stderr or "failed 3 times" not in proc.stderr
+
+    retried = dict(np.load(out))
+    clean = fit_factors(spark)  # the same fits, fault-free, in the session's local[2]
+    assert sorted(retried) == sorted(clean)
+    for name, want in clean.items():
+        got = retried[name]
+        if want.dtype.kind in "fc":
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
