@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -53,7 +51,7 @@ from dsgd.hashing import mix_seed
 from dsgd.local import SideFactors, train_epochs
 from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule
-from dsgd.spark_engine import FACTOR_SCHEMA
+from dsgd.spark_engine import factors_to_spark
 
 log = logging.getLogger("dsgd.batch")
 
@@ -102,7 +100,7 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
     ev = events.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ)
     if m.engine == "local":
         pev = ev.toPandas()
-        su, si = _side(users.select(*FACTOR_COLS).toPandas(), m.rank), _side(items.select(*FACTOR_COLS).toPandas(),
+        su, si = SideFactors.from_frame(users.select(*FACTOR_COLS).toPandas(), m.rank), SideFactors.from_frame(items.select(*FACTOR_COLS).toPandas(),
                                                                                m.rank)
         from dsgd.hashing import id_key
 
@@ -128,28 +126,9 @@ def replay_seed(as_of_ms: int) -> int:
     return int(mix_seed(as_of_ms) % (2**31 - 1))
 
 
-def _side(df: pd.DataFrame, rank: int) -> SideFactors:
-    if len(df) == 0:
-        return SideFactors.empty(rank)
-    order = np.argsort(df[C.KEY].to_numpy(np.int64), kind="stable")
-    vec = np.stack([np.asarray(v, np.float32) for v in df[C.VEC]]).reshape(len(df), rank)
-    return SideFactors(keys=df[C.KEY].to_numpy(np.int64)[order], ids=df[C.ID].to_numpy(object)[order],
-                       vec=np.ascontiguousarray(vec[order]), bias=df[C.BIAS].to_numpy(np.float32)[order].copy(),
-                       count=df[C.COUNT].to_numpy(np.int64)[order].copy())
-
-
 def factor_df(spark: SparkSession, side: SideFactors) -> DataFrame:
     """A :class:`dsgd.local.SideFactors` as a FACTOR_SCHEMA DataFrame (Arrow, float32 vectors)."""
-    n, k = side.vec.shape
-    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
-    vec = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(side.vec).reshape(-1), pa.float32()))
-    table = pa.table({C.ID: pa.array([str(x) for x in side.ids], pa.string()),
-                      C.KEY: pa.array(np.asarray(side.keys, np.int64)), C.VEC: vec,
-                      C.BIAS: pa.array(np.asarray(side.bias, np.float32)),
-                      C.COUNT: pa.array(np.asarray(side.count, np.int64))})
-    if n == 0:
-        return spark.createDataFrame([], FACTOR_SCHEMA)
-    return spark.createDataFrame(table).select(*FACTOR_COLS)
+    return factors_to_spark(spark, side.frame(), side.vec.shape[1])
 
 
 # ---- policies --------------------------------------------------------------------------------------------

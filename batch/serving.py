@@ -37,6 +37,7 @@ from batch.retrain_config import RetrainConfig, retrain_config
 from dsgd import columns as C
 from dsgd.config import Config
 from dsgd.factor_store import FactorStore
+from dsgd.local import vector_matrix
 from streaming.tables import Tables
 
 log = logging.getLogger("dsgd.serving")
@@ -115,12 +116,6 @@ def _score(side: ItemSide | None, user: tuple[np.ndarray, float] | None, mu: flo
     return (side.vec.astype(np.float64) @ np.asarray(vec, np.float64)) + side.bias + float(bias) + mu
 
 
-def _mat(col: pd.Series, rank: int) -> np.ndarray:
-    if len(col) == 0:
-        return np.zeros((0, rank), np.float32)
-    return np.stack([np.asarray(v, np.float32) for v in col]).reshape(len(col), rank)
-
-
 def _align(ids: np.ndarray, df: pd.DataFrame, rank: int) -> ItemSide:
     pos = {x: i for i, x in enumerate(ids)}
     vec = np.zeros((len(ids), rank), np.float32)
@@ -128,7 +123,7 @@ def _align(ids: np.ndarray, df: pd.DataFrame, rank: int) -> ItemSide:
     known = np.zeros(len(ids), bool)
     if len(df):
         rows = np.array([pos[x] for x in df[C.ID]], np.int64)
-        vec[rows] = _mat(df[C.VEC], rank)
+        vec[rows] = vector_matrix(df[C.VEC], rank)
         bias[rows] = df[C.BIAS].fillna(0.0).to_numpy(np.float32)
         known[rows] = True
     return ItemSide(vec=vec, bias=bias, known=known)

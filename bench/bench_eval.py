@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsgd.evaluate_cli import markdown  # noqa: E402
+from dsgd.evaluate_cli import write_sweep  # noqa: E402
 from dsgd.evaluation import (  # noqa: E402
     parse_sizes,
     prepare_stream,
@@ -27,8 +27,6 @@ from dsgd.evaluation import (  # noqa: E402
     sweep_batch_sizes,
 )
 from dsgd.loaders import load_dataset  # noqa: E402
-from dsgd.metrics import EXCLUSION_MODES  # noqa: E402
-from dsgd.plots import plot_sweep  # noqa: E402
 from dsgd.synthetic import generate_stream  # noqa: E402
 
 
@@ -54,12 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     sw = sweep_batch_sizes(stream, parse_sizes(args.sizes), args.models)
-    sw.to_csv(out / "sweep.csv", index=False)
-    plot_sweep(sw, out / "sweep.png", title=f"{args.dataset}: micro-batch size sweep")
-    cols = ["batch_size", "n_batches", "mean_batch_events", "model", *[f"dcg_{m}" for m in EXCLUSION_MODES],
-            "events_per_s", "harness_events_per_s"]
-    md = markdown(sw[cols], "{:.4g}")
-    (out / "sweep.md").write_text(md + "\n")
+    md = write_sweep(sw, out, title=f"{args.dataset}: micro-batch size sweep")
     print(md)
     print(f"\nsweep: {time.perf_counter() - t:.1f} s")
     if args.full_models:

@@ -133,9 +133,21 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="e.g. 10,100,1000,10000,day: DCG and events/s per micro-batch size (online, popularity)")
 
 
+def write_sweep(sw: pd.DataFrame, out: Path, *, title: str) -> str:
+    """Write a batch-size sweep as ``sweep.csv``, ``sweep.png`` and ``sweep.md``; return the Markdown."""
+    from dsgd.plots import plot_sweep
+
+    sw.to_csv(out / "sweep.csv", index=False)
+    plot_sweep(sw, out / "sweep.png", title=title)
+    cols = ["batch_size", "n_batches", "mean_batch_events", "model", *[f"dcg_{m}" for m in EXCLUSION_MODES],
+            "events_per_s", "harness_events_per_s"]
+    md = markdown(sw[cols], "{:.4g}")
+    (out / "sweep.md").write_text(md + "\n")
+    return md
+
+
 @command("evaluate", "prequential DCG@K of popularity / online / batch / batch+online on a stream", _args)
 def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
-    from dsgd.plots import plot_sweep
 
     kw = {"implicit_threshold": args.implicit_threshold, "limit": args.limit}
     events = load_dataset(args.dataset, args.path, **{k: v for k, v in kw.items() if v is not None})
@@ -171,11 +183,6 @@ def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
         sizes = parse_sizes(args.sweep_batch_sizes)
         sw = sweep_batch_sizes(stream, sizes, [m for m in models if m in ("popularity", "online")] or ["online"],
                                params, retrain_period=args.retrain_period)
-        sw.to_csv(out / "sweep.csv", index=False)
-        plot_sweep(sw, out / "sweep.png", title=f"{args.dataset}: micro-batch size sweep")
-        cols = ["batch_size", "n_batches", "mean_batch_events", "model", *[f"dcg_{m}" for m in EXCLUSION_MODES],
-                "events_per_s", "harness_events_per_s"]
-        md = markdown(sw[cols], "{:.4g}")
-        (out / "sweep.md").write_text(md + "\n")
+        md = write_sweep(sw, out, title=f"{args.dataset}: micro-batch size sweep")
         print(f"\nMicro-batch size sweep:\n\n{md}")
     return 0

@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from dsgd import columns as C
 from dsgd.hashing import block_of, init_vectors, mix_seed
 from dsgd.kernel import run_block
 from dsgd.params import KernelParams
 from dsgd.strata import strata_schedule
+
+
+def vector_matrix(col: Any, rank: int) -> np.ndarray:
+    """float32 [n, rank] from a column of per-row vectors (lists or arrays, e.g. a collected array<float>)."""
+    if len(col) == 0:
+        return np.zeros((0, rank), np.float32)
+    return np.stack([np.asarray(v, np.float32) for v in col]).reshape(len(col), rank)
 
 
 @dataclass
@@ -39,6 +48,21 @@ class SideFactors:
     def empty(cls, rank: int) -> SideFactors:
         return cls(np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, rank), np.float32),
                    np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, rank: int) -> SideFactors:
+        """From factor rows (id, key, vec, bias, count), ordered by key."""
+        order = np.argsort(df[C.KEY].to_numpy(np.int64), kind="stable")
+        return cls(keys=df[C.KEY].to_numpy(np.int64)[order], ids=df[C.ID].to_numpy(object)[order],
+                   vec=np.ascontiguousarray(vector_matrix(df[C.VEC], rank)[order]),
+                   bias=df[C.BIAS].to_numpy(np.float32)[order].copy(),
+                   count=df[C.COUNT].to_numpy(np.int64)[order].copy())
+
+    def frame(self, idx: np.ndarray | None = None) -> pd.DataFrame:
+        """Factor rows (id, key, vec, bias, count) of the rows ``idx`` (all rows if None)."""
+        idx = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64)
+        return pd.DataFrame({C.ID: self.ids[idx], C.KEY: self.keys[idx], C.VEC: list(self.vec[idx]),
+                             C.BIAS: self.bias[idx], C.COUNT: self.count[idx]})
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])

@@ -26,13 +26,7 @@ def plot_periods(periods: pd.DataFrame, path: str | Path, *, title: str = "", k:
         ax.set_ylabel(f"mean DCG@{k}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_sweep(sweep: pd.DataFrame, path: str | Path, *, title: str = "", mode: str = "off") -> Path:
@@ -49,6 +43,10 @@ def plot_sweep(sweep: pd.DataFrame, path: str | Path, *, title: str = "", mode: 
         ax.grid(alpha=0.3)
     a2.set_yscale("log")
     a1.legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: str | Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()

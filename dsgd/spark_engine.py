@@ -173,6 +173,20 @@ def _vectors(col: pa.Array, keys: np.ndarray, rank: int, seed: int, scale: float
     return out, new
 
 
+def factors_to_spark(spark: SparkSession, df: Any, rank: int) -> DataFrame:
+    """Factor rows (pandas: id, key, vec, bias, count) as a FACTOR_SCHEMA DataFrame via Arrow."""
+    from dsgd.local import vector_matrix
+
+    if len(df) == 0:
+        return spark.createDataFrame([], FACTOR_SCHEMA)
+    table = pa.table({C.ID: pa.array([str(x) for x in df[C.ID]], pa.string()),
+                      C.KEY: pa.array(df[C.KEY].to_numpy(np.int64)),
+                      C.VEC: _list_array(vector_matrix(df[C.VEC], rank)),
+                      C.BIAS: pa.array(df[C.BIAS].to_numpy(np.float32)),
+                      C.COUNT: pa.array(df[C.COUNT].to_numpy(np.int64))})
+    return spark.createDataFrame(table).select(C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT)
+
+
 def _list_array(mat: np.ndarray) -> pa.Array:
     n, k = mat.shape
     offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))

@@ -42,10 +42,10 @@ from dsgd import columns as C
 from dsgd.config import Config
 from dsgd.factor_store import FactorStore, StaleModel
 from dsgd.hashing import id_key, mix_seed
-from dsgd.local import SideFactors, train_epochs
+from dsgd.local import SideFactors, train_epochs, vector_matrix
 from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule, schedule_from_state
-from dsgd.spark_engine import _list_array, ensure_ids, train_epochs_spark
+from dsgd.spark_engine import ensure_ids, factors_to_spark, train_epochs_spark
 from streaming.evaluate import evaluate_batch, sample_events
 from streaming.events import QUARANTINE_COLUMNS, parse_events, quarantined, valid_events
 from streaming.tables import EVENTS_PARTITION, Tables, append_once
@@ -425,8 +425,8 @@ class StreamTrainer:
         rank = self.cfg.model.rank
         users = self.store.load(C.SIDE_USER).toPandas()
         items = self.store.load(C.SIDE_ITEM).toPandas()
-        self._cache = ModelState(version=version, meta=meta, raw=raw, users=_side(users, rank),
-                                 items=_side(items, rank))
+        self._cache = ModelState(version=version, meta=meta, raw=raw, users=SideFactors.from_frame(users, rank),
+                                 items=SideFactors.from_frame(items, rank))
         log.info("loaded the model at factors version %d: %d users, %d items (%.1fs)", version, len(users),
                  len(items), time.perf_counter() - t)
         return self._cache
@@ -436,8 +436,9 @@ class StreamTrainer:
         """One MERGE of the changed rows + metadata; keep the driver cache only if the commit is ours."""
         self._await_appends(batch_id)  # events are in Delta before the factors that learnt from them
         force = state.meta.get("stream_id") != meta.get("stream_id", state.meta.get("stream_id"))
-        udf = _to_df(spark, users) if users is not None and len(users) else None
-        idf = _to_df(spark, items) if items is not None and len(items) else None
+        rank = self.cfg.model.rank
+        udf = factors_to_spark(spark, users, rank) if users is not None and len(users) else None
+        idf = factors_to_spark(spark, items, rank) if items is not None and len(items) else None
         wrote = self.store.write(udf, idf, meta=meta, batch_id=batch_id, app_id=app, force=force,
                                  expected_meta=state.raw)
         new_version = self.store.version()
@@ -457,7 +458,7 @@ class StreamTrainer:
         if state.users is None:  # spark engine: read the touched rows (all items for implicit)
             users = self.store.load(C.SIDE_USER, ids=events.select(F.col(C.USER).alias(C.ID))).toPandas()
             items = self.store.load(C.SIDE_ITEM).toPandas()
-            su, si = _side(users, m.rank), _side(items, m.rank)
+            su, si = SideFactors.from_frame(users, m.rank), SideFactors.from_frame(items, m.rank)
         else:
             su, si = state.users, state.items
 
@@ -541,14 +542,14 @@ class StreamTrainer:
         moved_i[:ni0] = (si.vec[:ni0] != i_before).any(axis=1)
         moved_i[ni0:] = True
         moved_i[np.unique(si.index_of(ik))] = True
-        return _rows(su, np.unique(u_rows)), _rows(si, np.flatnonzero(moved_i)), stats
+        return su.frame(np.unique(u_rows)), si.frame(np.flatnonzero(moved_i)), stats
 
     def _train_spark(self, spark: SparkSession, events: DataFrame, su: SideFactors, si: SideFactors,
                      params: KernelParams, schedule: Any, batch_id: int
                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
         m = self.cfg.model
-        fu = ensure_ids(_to_df(spark, _rows(su, np.arange(len(su))), m.rank), events.select(F.col(C.USER).alias(C.ID)))
-        fi = ensure_ids(_to_df(spark, _rows(si, np.arange(len(si))), m.rank), events.select(F.col(C.ITEM).alias(C.ID)))
+        fu = ensure_ids(factors_to_spark(spark, su.frame(), m.rank), events.select(F.col(C.USER).alias(C.ID)))
+        fi = ensure_ids(factors_to_spark(spark, si.frame(), m.rank), events.select(F.col(C.ITEM).alias(C.ID)))
         ou, oi, stats = train_epochs_spark(spark, events, fu, fi, params, d=m.blocks, epochs=m.epochs,
                                            schedule=schedule, strata_order=m.strata_order, seed=m.seed,
                                            batch_id=batch_id, init_scale=m.init_scale, rank=m.rank)
@@ -566,31 +567,10 @@ class StreamTrainer:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-def _mat(col: pd.Series, rank: int) -> np.ndarray:
-    if len(col) == 0:
-        return np.zeros((0, rank), np.float32)
-    return np.stack([np.asarray(v, np.float32) for v in col]).reshape(len(col), rank)
-
-
-def _side(df: pd.DataFrame, rank: int) -> SideFactors:
-    ids = df[C.ID].to_numpy(object)
-    order = np.argsort(df[C.KEY].to_numpy(np.int64), kind="stable")
-    return SideFactors(keys=df[C.KEY].to_numpy(np.int64)[order], ids=ids[order],
-                       vec=np.ascontiguousarray(_mat(df[C.VEC], rank)[order]),
-                       bias=df[C.BIAS].to_numpy(np.float32)[order].copy(),
-                       count=df[C.COUNT].to_numpy(np.int64)[order].copy())
-
-
-def _rows(side: SideFactors, idx: np.ndarray) -> pd.DataFrame:
-    idx = np.asarray(idx, dtype=np.int64)
-    return pd.DataFrame({C.ID: side.ids[idx], C.KEY: side.keys[idx], C.VEC: list(side.vec[idx]),
-                         C.BIAS: side.bias[idx], C.COUNT: side.count[idx]})
-
-
 def _divergent(df: pd.DataFrame, rank: int, limit: float) -> str:
     if len(df) == 0:
         return ""
-    vec = _mat(df[C.VEC], rank)
+    vec = vector_matrix(df[C.VEC], rank)
     bias = df[C.BIAS].to_numpy(np.float64)
     if not (np.isfinite(vec).all() and np.isfinite(bias).all()):
         return "non-finite factors"
@@ -610,16 +590,6 @@ def _records_lost(previous_ends: dict[str, int], offs: pd.DataFrame) -> int:
 
 def _scalars(res: BatchResult) -> dict[str, Any]:
     return {k: v for k, v in res.row().items() if isinstance(v, int | float | str | bool)}
-
-
-def _to_df(spark: SparkSession, df: pd.DataFrame, rank: int | None = None) -> DataFrame:
-    import pyarrow as pa
-
-    vec = _mat(df[C.VEC], rank if rank is not None else (int(len(df[C.VEC].iloc[0])) if len(df) else 1))
-    table = pa.table({C.ID: pa.array(df[C.ID].tolist(), pa.string()), C.KEY: pa.array(df[C.KEY].to_numpy(np.int64)),
-                      C.VEC: _list_array(vec), C.BIAS: pa.array(df[C.BIAS].to_numpy(np.float32)),
-                      C.COUNT: pa.array(df[C.COUNT].to_numpy(np.int64))})
-    return spark.createDataFrame(table)
 
 
 __all__ = ["StreamTrainer", "BatchResult", "InjectedFault", "FAULT_POINTS", "QUARANTINE_COLUMNS"]

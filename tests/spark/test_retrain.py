@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from batch.blend import FACTOR_COLS, _side, kernel_params, replay_seed, warm_start_model
+from batch.blend import FACTOR_COLS, kernel_params, replay_seed, warm_start_model
 from batch.retrain import (
     EXIT_NOTHING_TO_DO,
     EXIT_OK,
@@ -26,7 +26,7 @@ from dsgd import columns as C
 from dsgd.config import ConfigError
 from dsgd.factor_store import FactorStore
 from dsgd.hashing import id_key
-from dsgd.local import train_epochs
+from dsgd.local import SideFactors, train_epochs
 from dsgd.schedules import make_schedule
 from streaming.tables import Tables
 
@@ -174,8 +174,8 @@ def test_replace_policy_live_equals_snapshot_except_ids_with_events_after_the_cu
 
     # the replay is exactly the stream's DSGD step from the snapshot over the later events
     tables = Tables.from_config(cfg)
-    su = _side(load_snapshot(spark, tables.snapshots, CUT, C.SIDE_USER).toPandas(), RANK)
-    si = _side(load_snapshot(spark, tables.snapshots, CUT, C.SIDE_ITEM).toPandas(), RANK)
+    su = SideFactors.from_frame(load_snapshot(spark, tables.snapshots, CUT, C.SIDE_USER).toPandas(), RANK)
+    si = SideFactors.from_frame(load_snapshot(spark, tables.snapshots, CUT, C.SIDE_ITEM).toPandas(), RANK)
     uids, iids = after[C.USER].to_numpy(object), after[C.ITEM].to_numpy(object)
     m = cfg.model
     train_epochs(su, si, id_key(uids), id_key(iids), uids, iids, after[C.RATING].to_numpy(np.float32),
@@ -208,8 +208,8 @@ def test_warm_start_starts_from_the_online_factors_and_epochs_move_them(spark, b
             assert cnt == online[side][x][2]
 
     # 2 epochs through the job: exactly DSGD from the online vectors, which move
-    su = _side(fs.load(C.SIDE_USER).toPandas(), RANK)
-    si = _side(fs.load(C.SIDE_ITEM).toPandas(), RANK)
+    su = SideFactors.from_frame(fs.load(C.SIDE_USER).toPandas(), RANK)
+    si = SideFactors.from_frame(fs.load(C.SIDE_ITEM).toPandas(), RANK)
     rc = RetrainConfig(policy="warm-start", warm_start_epochs=2, warm_start_lr=0.03)
     res = run_retrain(spark, cfg, as_of_ms=CUT, retrain=rc)
     assert res.status == "blended" and res.metrics["train_rmse"] > 0
