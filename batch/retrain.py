@@ -44,6 +44,7 @@ from batch.blend import FACTOR_COLS, replace_model, swap, warm_start_model
 from batch.retrain_config import RetrainConfig, implicit_prefs, retrain_config
 from dsgd import columns as C
 from dsgd.config import Config, ConfigError
+from dsgd.delta_conf import delta_settings
 from dsgd.factor_store import FactorStore
 from streaming.tables import Tables
 
@@ -250,10 +251,11 @@ def write_snapshot(spark: SparkSession, path: str, as_of_ms: int, users: DataFra
                                         F.lit(None).cast("string").alias("meta"), now.alias("created_at")))
     parts = max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "4")))
     writer = df.coalesce(parts).write.format("delta")
-    if DeltaTable.isDeltaTable(spark, path):
-        writer.mode("overwrite").option("replaceWhere", f"as_of = {int(as_of_ms)}").save(path)
-    else:
-        writer.mode("append").save(path)
+    with delta_settings(spark):
+        if DeltaTable.isDeltaTable(spark, path):
+            writer.mode("overwrite").option("replaceWhere", f"as_of = {int(as_of_ms)}").save(path)
+        else:
+            writer.mode("append").save(path)
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 

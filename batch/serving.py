@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from batch.retrain_config import RetrainConfig, retrain_config
 from dsgd import columns as C
 from dsgd.config import Config
+from dsgd.delta_conf import delta_settings
 from dsgd.factor_store import FactorStore
 from dsgd.local import vector_matrix
 from streaming.tables import Tables
@@ -276,7 +277,8 @@ def export_top_k(spark: SparkSession, cfg: Config, *, k: int | None = None, filt
             .withColumn("model_version", F.lit(model.version).cast("long"))
             .withColumn("snapshot_id", F.lit(model.snapshot_id).cast("string"))
             .withColumn("generated_at", F.current_timestamp()))
-    recs.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(tables.recommendations)
+    with delta_settings(spark):
+        recs.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(tables.recommendations)
     stats = (spark.read.format("delta").load(tables.recommendations)
              .agg(F.countDistinct("user").alias("users"), F.count(F.lit(1)).alias("rows"),
                   F.countDistinct(F.when(F.col("source") == "popularity", F.col("user"))).alias("cold")).first())

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from dsgd import columns as C
 from dsgd.config import ConfigError
+from dsgd.delta_conf import delta_settings
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,9 @@ class FactorStore:
         m = {"rank": rank, "kind": kind, "mu": 0.0, "n_ratings": 0, "last_batch": -1, **(meta or {})}
         row = self._meta_df(m, -1)
         try:
-            (row.write.format("delta").partitionBy(C.SIDE).mode("errorifexists")
-             .option("delta.enableDeletionVectors", "true").save(self.path))
+            with delta_settings(self.spark):
+                (row.write.format("delta").partitionBy(C.SIDE).mode("errorifexists")
+                 .option("delta.enableDeletionVectors", "true").save(self.path))
         except Exception as exc:  # another writer created it first
             if not self.exists():
                 raise
@@ -170,26 +172,23 @@ class FactorStore:
         values = {c: f"s.{c}" for c in _TABLE_COLS}
         guarded = {**values, "meta": f"CASE WHEN t.meta = s._expected THEN s.meta "
                                      f"ELSE raise_error('{STALE_MARK}: the model metadata moved') END"}
-        conf = spark.conf
+        settings = {}
         if txn is not None:
-            conf.set("spark.databricks.delta.write.txnAppId", txn[0])
-            conf.set("spark.databricks.delta.write.txnVersion", str(txn[1]))
-            conf.set("spark.databricks.delta.commitInfo.userMetadata", f"{txn[0]}:{txn[1]}")
+            settings = {"spark.databricks.delta.write.txnAppId": txn[0],
+                        "spark.databricks.delta.write.txnVersion": str(txn[1]),
+                        "spark.databricks.delta.commitInfo.userMetadata": f"{txn[0]}:{txn[1]}"}
         try:
-            (DeltaTable.forPath(spark, self.path).alias("t")
-             .merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
-             .whenMatchedUpdate(condition=f"s.side = '{C.SIDE_META}'", set=guarded)
-             .whenMatchedUpdate(set=values)
-             .whenNotMatchedInsert(values=values)
-             .execute())
+            with delta_settings(spark, settings):
+                (DeltaTable.forPath(spark, self.path).alias("t")
+                 .merge(source.alias("s"), "t.side = s.side AND t.id = s.id")
+                 .whenMatchedUpdate(condition=f"s.side = '{C.SIDE_META}'", set=guarded)
+                 .whenMatchedUpdate(set=values)
+                 .whenNotMatchedInsert(values=values)
+                 .execute())
         except Exception as exc:
             if STALE_MARK in str(exc):
                 raise StaleModel(str(exc).splitlines()[0][:300]) from exc
             raise
-        finally:
-            if txn is not None:
-                for key in ("write.txnAppId", "write.txnVersion", "commitInfo.userMetadata"):
-                    conf.unset(f"spark.databricks.delta.{key}")
 
     def write(self, users: DataFrame | None, items: DataFrame | None, *, meta: dict[str, Any], batch_id: int,
               app_id: str = "dsgd", force: bool = False, expected_meta: str | None = None,
@@ -236,29 +235,27 @@ class FactorStore:
         """Bin-pack small files (OPTIMIZE)."""
         from delta.tables import DeltaTable
 
-        DeltaTable.forPath(self.spark, self.path).optimize().executeCompaction()
+        with delta_settings(self.spark):
+            DeltaTable.forPath(self.spark, self.path).optimize().executeCompaction()
 
     def vacuum(self, retention_hours: float) -> None:
         """Delete files no longer referenced by versions newer than ``retention_hours`` (VACUUM)."""
         from delta.tables import DeltaTable
 
-        conf = self.spark.conf
-        check = "spark.databricks.delta.retentionDurationCheck.enabled"
-        if retention_hours < 168:
-            conf.set(check, "false")  # the configured window is the contract; Delta's 7-day guard would refuse it
-        try:
+        # the configured window is the contract; Delta's 7-day guard would refuse a shorter one
+        guard = {"spark.databricks.delta.retentionDurationCheck.enabled": "false"} if retention_hours < 168 else {}
+        with delta_settings(self.spark, guard):
             DeltaTable.forPath(self.spark, self.path).vacuum(retention_hours)
-        finally:
-            conf.unset(check)
 
     def restore(self, *, version: int | None = None, timestamp: str | None = None) -> None:
         """Roll the model back to an earlier Delta version or timestamp (a new commit)."""
         from delta.tables import DeltaTable
 
-        table = DeltaTable.forPath(self.spark, self.path)
-        if version is not None:
-            table.restoreToVersion(version)
-        elif timestamp is not None:
-            table.restoreToTimestamp(timestamp)
-        else:
+        if version is None and timestamp is None:
             raise ValueError("restore needs version= or timestamp=")
+        with delta_settings(self.spark):
+            table = DeltaTable.forPath(self.spark, self.path)
+            if version is not None:
+                table.restoreToVersion(version)
+            else:
+                table.restoreToTimestamp(timestamp)

@@ -50,10 +50,13 @@ def append_once(df: DataFrame, path: str, *, app_id: str, version: int, partitio
     """Append ``df`` to the Delta table at ``path`` at most once per (app_id, version).
 
     Delta records ``txnAppId``/``txnVersion`` in the commit and skips a later write with a version that
-    is not newer: the replay of a micro-batch after a crash appends nothing twice.
+    is not newer: the replay of a micro-batch after a crash appends nothing twice. All three per-write
+    settings are writer options, so a concurrent MERGE's session-wide ones (see ``dsgd.delta_conf``)
+    never apply here.
     """
     writer = (df.write.format("delta").mode("append").option("txnAppId", app_id)
-              .option("txnVersion", version).option("mergeSchema", "false"))
+              .option("txnVersion", version).option("userMetadata", f"{app_id}:{version}")
+              .option("mergeSchema", "false"))
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(path)
