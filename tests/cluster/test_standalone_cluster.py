@@ -29,7 +29,6 @@ from dsgd.standalone import (
 )
 from tests.kafka.stream_helpers import known_stream, produce
 
-# TODO: add the `cluster` marker once it is registered in pyproject.toml.
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +139,8 @@ max_offsets_per_trigger = 800
 [stream]
 trigger = "available_now"
 eval_max_events = 300
+[retrain]
+als_max_iter = 3           # the cluster path is under test here, not ALS convergence
 """)
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)

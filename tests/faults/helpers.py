@@ -20,6 +20,9 @@ from dsgd.config import Config
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
+#: The stream the kill/restart and broker-restart tests replay (fixture ``fault_free_run``), and its batch size.
+REFERENCE_EVENTS, REFERENCE_SEED, REFERENCE_BATCH = 1600, 17, 200
+
 
 def stream_cfg(cfg: Config, topic: str, root: Path, *, kafka: dict | None = None, stream: dict | None = None,
                **model: Any) -> Config:

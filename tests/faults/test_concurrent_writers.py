@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
 def test_retrain_swap_concurrent_with_the_stream_keeps_every_batch_update(spark, kafka_broker, topic, cfg, tmp_path):
     from batch.blend import swap
 
-    df = known_stream(1600, seed=23)
-    first, second = df.iloc[:600], df.iloc[600:]
+    df = known_stream(1000, seed=23)
+    first, second = df.iloc[:400], df.iloc[400:]  # 4 batches before the retrain starts, 6 next to it
     produce_raw(kafka_broker.bootstrap, topic, implicit_values(first))
     opts = {"kafka": {"max_offsets_per_trigger": 100}}
     clean = stream_cfg(cfg, topic, tmp_path / "clean", **opts)

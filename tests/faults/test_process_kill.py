@@ -9,21 +9,17 @@ import signal
 import numpy as np
 import pytest
 
-from streaming.trainer import StreamTrainer
-from tests.faults.helpers import CliRun, cli_env, metrics, stream_cfg, table, write_conf
-from tests.kafka.stream_helpers import assert_same_factors, factors, known_stream, produce
+from tests.faults.helpers import REFERENCE_BATCH, CliRun, cli_env, metrics, stream_cfg, table, write_conf
+from tests.kafka.stream_helpers import assert_same_factors, factors, produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
 
 
 def test_sigkill_and_sigterm_of_the_trainer_process_then_restart_equal_the_fault_free_run(
-        spark, kafka_broker, topic, cfg, tmp_path):
-    df = known_stream(1600, seed=17)
+        spark, kafka_broker, topic, cfg, tmp_path, fault_free_run):
+    df, clean, n_batches = fault_free_run.events, fault_free_run.cfg, fault_free_run.batches
     produce(kafka_broker.bootstrap, topic, df)
-    opts = {"kafka": {"max_offsets_per_trigger": 200}}
-    clean = stream_cfg(cfg, topic, tmp_path / "clean", **opts)
-    assert StreamTrainer(spark, clean).run(timeout_s=400) == 0
-    n_batches = len(metrics(spark, clean))
+    opts = {"kafka": {"max_offsets_per_trigger": REFERENCE_BATCH}}
     assert n_batches == 8
 
     crash = stream_cfg(cfg, topic, tmp_path / "crash", **opts)

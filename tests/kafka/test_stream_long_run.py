@@ -2,8 +2,8 @@
 
 Nothing is carried from batch to batch as a DataFrame, so the plan cannot grow; what could grow is the
 Delta log and the number of small files, which maintenance (compaction + VACUUM) bounds. Each
-micro-batch costs ~5-8 s of fixed Spark/Delta work on a 2-core machine, so CI runs 30 batches with
-maintenance every 12; `DSGD_LONG_RUN_BATCHES=200` runs the full-length version.
+micro-batch costs ~5-8 s of fixed Spark/Delta work on a 2-core machine, so CI runs 18 batches with
+maintenance every 6 (three passes); `DSGD_LONG_RUN_BATCHES=200` runs the full-length version.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.kafka.stream_helpers import factors, known_stream, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
-BATCHES = int(os.environ.get("DSGD_LONG_RUN_BATCHES", "30"))
+BATCHES = int(os.environ.get("DSGD_LONG_RUN_BATCHES", "18"))
 
 
 def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_broker, topic, cfg):
@@ -26,7 +26,7 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
     df = known_stream(BATCHES * per_batch, seed=11)
     produce(kafka_broker.bootstrap, topic, df)
     cfg = cfg.replace(kafka={"topic": topic, "max_offsets_per_trigger": per_batch},
-                      stream={"trigger": "available_now", "maintenance_every": 12, "eval_max_events": 100},
+                      stream={"trigger": "available_now", "maintenance_every": 6 if BATCHES < 60 else 12, "eval_max_events": 100},
                       model={"engine": "local", "negatives": 4})
     trainer = StreamTrainer(spark, cfg)
     assert trainer.run(timeout_s=BATCHES * 30) == 0
