@@ -91,7 +91,7 @@ def bench_rank(ev: dict[str, np.ndarray], n_u: int, n_i: int, rank: int, repeat:
                     params.mu, False, True, 0, False, np.uint64(1))
 
     def check_only() -> None:  # the one pass over (u, i, ts, seq) that checks order/bounds and counts
-        _check_and_count(ev["u"], ev["i"], ev["ts"], ev["seq"], state_l[2], state_l[5])
+        _check_and_count(ev["u"], ev["i"], ev["ts"], ev["seq"], state_l[2], state_l[5], True)
 
     def baseline() -> None:
         U, bu, _, V, bi, _ = state_b
