@@ -17,7 +17,9 @@ from tests.faults.helpers import children, cmdline, implicit_values, metrics, rs
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
 RATE = 400.0  # events/s offered
-SECONDS = 75.0
+# CI offers load for 75 s (the suite's time budget); DSGD_LOAD_SECONDS=300 is the several-minute run
+# recorded in bench/RESULTS.md
+SECONDS = float(os.environ.get("DSGD_LOAD_SECONDS", "75"))
 TRIGGER_S = 3
 
 
@@ -71,7 +73,7 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
         while prod.is_alive() and query.isActive:
             samples.append({"t": time.monotonic() - t0, **_memory(spark)})
             time.sleep(5)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while query.isActive and sum(r.rows_in for r in trainer.results) < sum(sent) and time.monotonic() < deadline:
             time.sleep(1)
         caught_up_s = time.monotonic() - t0 - SECONDS
