@@ -51,7 +51,7 @@ from dsgd.hashing import mix_seed
 from dsgd.local import SideFactors, train_epochs
 from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule
-from dsgd.spark_engine import factors_to_spark
+from dsgd.spark_engine import side_to_spark
 
 log = logging.getLogger("dsgd.batch")
 
@@ -100,8 +100,8 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
     ev = events.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ)
     if m.engine == "local":
         pev = ev.toPandas()
-        su, si = SideFactors.from_frame(users.select(*FACTOR_COLS).toPandas(), m.rank), SideFactors.from_frame(items.select(*FACTOR_COLS).toPandas(),
-                                                                               m.rank)
+        su = SideFactors.from_frame(users.select(*FACTOR_COLS).toPandas(), m.rank)
+        si = SideFactors.from_frame(items.select(*FACTOR_COLS).toPandas(), m.rank)
         from dsgd.hashing import id_key
 
         uids, iids = pev[C.USER].to_numpy(object), pev[C.ITEM].to_numpy(object)
@@ -110,7 +110,7 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
                              pev[C.SEQ].to_numpy(np.int64), params, d=m.blocks, epochs=epochs, schedule=schedule,
                              strata_order=m.strata_order, seed=m.seed, batch_id=batch_id, init_scale=m.init_scale,
                              rank=m.rank, threads=2)
-        return factor_df(spark, su), factor_df(spark, si), stats
+        return side_to_spark(spark, su), side_to_spark(spark, si), stats
     from dsgd.spark_engine import ensure_ids, train_epochs_spark
 
     fu = ensure_ids(users.select(*FACTOR_COLS), ev.select(F.col(C.USER).alias(C.ID)))
@@ -124,11 +124,6 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
 def replay_seed(as_of_ms: int) -> int:
     """The ``batch_id`` that seeds the replay / warm-start of the retrain with cut-off ``as_of_ms``."""
     return int(mix_seed(as_of_ms) % (2**31 - 1))
-
-
-def factor_df(spark: SparkSession, side: SideFactors) -> DataFrame:
-    """A :class:`dsgd.local.SideFactors` as a FACTOR_SCHEMA DataFrame (Arrow, float32 vectors)."""
-    return factors_to_spark(spark, side.frame(), side.vec.shape[1])
 
 
 # ---- policies --------------------------------------------------------------------------------------------

@@ -177,13 +177,24 @@ def factors_to_spark(spark: SparkSession, df: Any, rank: int) -> DataFrame:
     """Factor rows (pandas: id, key, vec, bias, count) as a FACTOR_SCHEMA DataFrame via Arrow."""
     from dsgd.local import vector_matrix
 
-    if len(df) == 0:
+    return _arrays_to_spark(spark, df[C.ID], df[C.KEY].to_numpy(np.int64), vector_matrix(df[C.VEC], rank),
+                            df[C.BIAS].to_numpy(np.float32), df[C.COUNT].to_numpy(np.int64))
+
+
+def side_to_spark(spark: SparkSession, side: Any) -> DataFrame:
+    """All rows of a :class:`dsgd.local.SideFactors` as a FACTOR_SCHEMA DataFrame, straight from its
+    arrays (no per-row vector objects on the way)."""
+    return _arrays_to_spark(spark, side.ids, np.asarray(side.keys, np.int64), np.asarray(side.vec, np.float32),
+                            np.asarray(side.bias, np.float32), np.asarray(side.count, np.int64))
+
+
+def _arrays_to_spark(spark: SparkSession, ids: Any, keys: np.ndarray, vec: np.ndarray, bias: np.ndarray,
+                     count: np.ndarray) -> DataFrame:
+    if len(keys) == 0:
         return spark.createDataFrame([], FACTOR_SCHEMA)
-    table = pa.table({C.ID: pa.array([str(x) for x in df[C.ID]], pa.string()),
-                      C.KEY: pa.array(df[C.KEY].to_numpy(np.int64)),
-                      C.VEC: _list_array(vector_matrix(df[C.VEC], rank)),
-                      C.BIAS: pa.array(df[C.BIAS].to_numpy(np.float32)),
-                      C.COUNT: pa.array(df[C.COUNT].to_numpy(np.int64))})
+    table = pa.table({C.ID: pa.array([str(x) for x in ids], pa.string()), C.KEY: pa.array(keys),
+                      C.VEC: _list_array(np.ascontiguousarray(vec)), C.BIAS: pa.array(bias),
+                      C.COUNT: pa.array(count)})
     return spark.createDataFrame(table).select(C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT)
 
 

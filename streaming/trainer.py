@@ -45,7 +45,7 @@ from dsgd.hashing import id_key, mix_seed
 from dsgd.local import SideFactors, train_epochs, vector_matrix
 from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule, schedule_from_state
-from dsgd.spark_engine import ensure_ids, factors_to_spark, train_epochs_spark
+from dsgd.spark_engine import ensure_ids, factors_to_spark, side_to_spark, train_epochs_spark
 from streaming.evaluate import evaluate_batch, sample_events
 from streaming.events import QUARANTINE_COLUMNS, parse_events, quarantined, valid_events
 from streaming.tables import EVENTS_PARTITION, Tables, append_once
@@ -332,7 +332,6 @@ class StreamTrainer:
                             "(attempt %d)", batch_id, exc, attempt + 1)
         self._fault("after_factors", batch_id)
 
-        self._await_appends(batch_id)
         res.seconds_total = time.perf_counter() - t0
         res.rows_per_s = res.rows_in / res.seconds_total if res.seconds_total > 0 else 0.0
         mrow = spark.createDataFrame([tuple(res.row()[c.split()[0]] for c in METRICS_SCHEMA.split(", "))],
@@ -548,8 +547,8 @@ class StreamTrainer:
                      params: KernelParams, schedule: Any, batch_id: int
                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
         m = self.cfg.model
-        fu = ensure_ids(factors_to_spark(spark, su.frame(), m.rank), events.select(F.col(C.USER).alias(C.ID)))
-        fi = ensure_ids(factors_to_spark(spark, si.frame(), m.rank), events.select(F.col(C.ITEM).alias(C.ID)))
+        fu = ensure_ids(side_to_spark(spark, su), events.select(F.col(C.USER).alias(C.ID)))
+        fi = ensure_ids(side_to_spark(spark, si), events.select(F.col(C.ITEM).alias(C.ID)))
         ou, oi, stats = train_epochs_spark(spark, events, fu, fi, params, d=m.blocks, epochs=m.epochs,
                                            schedule=schedule, strata_order=m.strata_order, seed=m.seed,
                                            batch_id=batch_id, init_scale=m.init_scale, rank=m.rank)
