@@ -22,13 +22,20 @@ WRITE_LOCK = threading.RLock()
 
 @contextmanager
 def delta_settings(spark: SparkSession, settings: dict[str, str] | None = None) -> Iterator[None]:
-    """Hold the process-wide Delta write lock; set ``settings`` in the session conf while it is held."""
+    """Hold the process-wide Delta write lock; set ``settings`` in the session conf while it is held.
+
+    On exit every key gets back the value it had before (a user's own setting survives), or is unset.
+    """
     with WRITE_LOCK:
         conf = spark.conf
+        before = {key: conf.get(key, None) for key in settings or {}}
         for key, value in (settings or {}).items():
             conf.set(key, value)
         try:
             yield
         finally:
-            for key in settings or {}:
-                conf.unset(key)
+            for key, value in before.items():
+                if value is None:
+                    conf.unset(key)
+                else:
+                    conf.set(key, value)
