@@ -117,7 +117,7 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
     fi = ensure_ids(items.select(*FACTOR_COLS), ev.select(F.col(C.ITEM).alias(C.ID)))
     ou, oi, stats = train_epochs_spark(spark, ev, fu, fi, params, d=m.blocks, epochs=epochs, schedule=schedule,
                                        strata_order=m.strata_order, seed=m.seed, batch_id=batch_id,
-                                       init_scale=m.init_scale, rank=m.rank)
+                                       init_scale=m.init_scale, rank=m.rank, exchange=m.spark_exchange)
     return ou.select(*FACTOR_COLS), oi.select(*FACTOR_COLS), stats
 
 

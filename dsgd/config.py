@@ -119,6 +119,11 @@ class ModelConfig:
     engine: str = _f("spark", "Where the strata run: spark (mapInArrow, blocks in Python workers) or "
                      "local (driver threads; for small batches and the evaluation harness).",
                      choices=("spark", "local"))
+    spark_exchange: str = _f("auto", "How the spark engine moves factors between strata: barrier (one barrier "
+                             "stage for all epochs; tasks swap item blocks over direct TCP; item factors must "
+                             "fit each task), shuffle (one stage per stratum; any size) or auto (barrier while "
+                             "the item factors take <= 32 MB and dynamic allocation is off).",
+                             choices=("auto", "barrier", "shuffle"))
 
 
 @dataclass(frozen=True)

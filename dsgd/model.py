@@ -133,9 +133,15 @@ class DSGD:
     seed : int, default 42
         Seed of the initial vectors, strata permutations and negative sampling, >= 0.
     engine : str, default "spark"
-        Supported values: ``"spark"`` (mapInArrow, one Spark stage per stratum; needs an active
-        SparkSession and a Spark DataFrame) and ``"local"`` (driver threads on numpy arrays). Both give
-        the same factors. A pandas input always trains locally.
+        Supported values: ``"spark"`` (blocks in Python workers via Arrow; needs an active SparkSession
+        and a Spark DataFrame) and ``"local"`` (driver threads on numpy arrays). Both give the same
+        factors. A pandas input always trains locally.
+    spark_exchange : str, default "auto"
+        How the spark engine moves factors between strata. Supported values: ``"barrier"`` (one
+        barrier stage runs every epoch; tasks keep their user blocks and swap item blocks over direct
+        TCP connections; every task holds all item factors), ``"shuffle"`` (one stage per stratum,
+        every factor row shuffled; any size, 1-4 s of fixed cost per stratum) and ``"auto"`` (barrier
+        while the item factors take at most 32 MB and dynamic allocation is off). Same factors.
     user_col, item_col, rating_col, time_col : str
         Input column names (defaults ``"user"``, ``"item"``, ``"rating"``, ``"ts"``). Ids may be
         integer or string columns; time is epoch milliseconds (integer) or a timestamp; a missing
@@ -156,7 +162,7 @@ class DSGD:
                  lr_schedule: str = "constant", reg: float = 0.0, use_bias: bool | None = None,
                  init_scale: float = 0.01, negatives: int = 19, negative_sampling: str = "uniform",
                  blocks: int = 2, strata_order: str = "rotation", epochs: int = 10, seed: int = 42,
-                 engine: str = "spark", user_col: str = C.USER, item_col: str = C.ITEM,
+                 engine: str = "spark", spark_exchange: str = "auto", user_col: str = C.USER, item_col: str = C.ITEM,
                  rating_col: str = C.RATING, time_col: str = C.TS, cold_start_strategy: str = "nan") -> None:
         self.kind = _check_choice("kind", kind, KINDS)
         self.rank = _check_number("rank", rank, integer=True, lo=1, hi=_cfg_range("rank")[1])
@@ -180,6 +186,8 @@ class DSGD:
         self.epochs = _check_number("epochs", epochs, integer=True, lo=1, hi=_cfg_range("epochs")[1])
         self.seed = _check_number("seed", seed, integer=True, lo=0, hi=_cfg_range("seed")[1])
         self.engine = _check_choice("engine", engine, ENGINES)
+        self.spark_exchange = _check_choice("spark_exchange", spark_exchange,
+                                            _MODEL_FIELDS["spark_exchange"].metadata["choices"])
         self.user_col = _check_column_name("user_col", user_col)
         self.item_col = _check_column_name("item_col", item_col)
         self.rating_col = _check_column_name("rating_col", rating_col)
@@ -206,7 +214,7 @@ class DSGD:
                              f"{type(model_cfg).__name__} (pass cfg.model, not cfg)")
         kw: dict[str, Any] = {name: getattr(model_cfg, name) for name in (
             "rank", "kind", "lr", "lr_schedule", "reg", "init_scale", "negatives", "negative_sampling",
-            "blocks", "strata_order", "epochs", "seed", "engine")}
+            "blocks", "strata_order", "epochs", "seed", "engine", "spark_exchange")}
         kw["use_bias"] = None if model_cfg.kind == "explicit" else model_cfg.use_bias
         allowed = set(kw) | {"user_col", "item_col", "rating_col", "time_col", "cold_start_strategy"}
         unknown = sorted(set(overrides) - allowed)
@@ -228,7 +236,7 @@ class DSGD:
         """
         return {k: getattr(self, k) for k in (
             "rank", "kind", "lr", "lr_schedule", "reg", "use_bias", "init_scale", "negatives",
-            "negative_sampling", "blocks", "strata_order", "epochs", "seed", "engine", "user_col",
+            "negative_sampling", "blocks", "strata_order", "epochs", "seed", "engine", "spark_exchange", "user_col",
             "item_col", "rating_col", "time_col", "cold_start_strategy")}
 
     def __repr__(self) -> str:
@@ -404,7 +412,8 @@ class DSGD:
         fu, fi, stats = train_epochs_spark(spark, events, users0, items0, est_params, d=self.blocks,
                                            epochs=self.epochs, schedule=self.make_schedule(),
                                            strata_order=self.strata_order, seed=self.seed, batch_id=0,
-                                           init_scale=self.init_scale, rank=self.rank)
+                                           init_scale=self.init_scale, rank=self.rank,
+                                           exchange=self.spark_exchange)
         model = DSGDModel._empty(self, mu=mu, engine="spark")
         model._set_side("u", _factor_rows_to_side(fu.select(C.ID, C.VEC, C.BIAS, C.COUNT).toPandas(), self.rank))
         model._set_side("i", _factor_rows_to_side(fi.select(C.ID, C.VEC, C.BIAS, C.COUNT).toPandas(), self.rank))

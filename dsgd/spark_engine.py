@@ -32,6 +32,9 @@ from dsgd.kernel import run_block
 from dsgd.params import KernelParams
 from dsgd.strata import strata_schedule
 
+#: How factors move between strata (see :func:`train_epochs_spark`).
+EXCHANGES = ("auto", "barrier", "shuffle")
+
 #: Factor rows exchanged with the engine: one side at a time.
 FACTOR_SCHEMA = f"{C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, {C.COUNT} long"
 
@@ -78,14 +81,36 @@ def ensure_ids(factors: DataFrame, ids: DataFrame) -> DataFrame:
 
 def train_epochs_spark(spark: SparkSession, events: DataFrame, users: DataFrame, items: DataFrame,
                        params: KernelParams, *, d: int, epochs: int, schedule: Any, strata_order: str,
-                       seed: int, batch_id: int, init_scale: float, rank: int
-                       ) -> tuple[DataFrame, DataFrame, list[dict]]:
+                       seed: int, batch_id: int, init_scale: float, rank: int, exchange: str = "auto",
+                       n_items: int | None = None) -> tuple[DataFrame, DataFrame, list[dict]]:
     """Stratified DSGD of ``events`` starting from ``users``/``items`` factor rows (FACTOR_SCHEMA).
 
     Every id of ``events`` must be present in ``users``/``items`` (see :func:`ensure_ids`; a null
     ``vec`` marks a new id). Returns the new user rows, item rows (both FACTOR_SCHEMA plus a boolean
     ``changed``) and per-epoch stats like :func:`dsgd.local.train_epochs`.
+
+    ``exchange`` says how factors move between strata. ``"barrier"``: one barrier stage runs every
+    epoch, tasks keep their user blocks and swap item blocks (:mod:`dsgd.barrier_engine`; fast, needs
+    the item factors in each task's memory). ``"shuffle"``: one stage per stratum, all factor rows
+    shuffled and checkpointed between strata (this module; any size). ``"auto"``: barrier while the
+    item factors take at most :data:`dsgd.barrier_engine.MAX_ITEM_BYTES` (``n_items`` if the caller
+    knows it, else counted) and the session can run barrier stages. All give the same factors.
     """
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {', '.join(EXCHANGES)}; got {exchange!r}")
+    if epochs > 0 and exchange != "shuffle":
+        from dsgd.barrier_engine import MAX_ITEM_BYTES, barrier_usable, train_epochs_barrier
+
+        why = barrier_usable(spark)
+        if exchange == "barrier" and why:
+            raise ValueError(f"exchange='barrier' cannot run here: {why}; use exchange='shuffle'")
+        if exchange == "auto" and not why:
+            n_items = items.count() if n_items is None else n_items
+            why = "too many item factors" if n_items * (4 * rank + 24) > MAX_ITEM_BYTES else ""
+        if not why:
+            return train_epochs_barrier(spark, events, users, items, params, d=d, epochs=epochs,
+                                        schedule=schedule, strata_order=strata_order, seed=seed,
+                                        batch_id=batch_id, init_scale=init_scale, rank=rank)
     pkeys = partition_keys(spark, d)
     pk_of = F.element_at(F.array(*[F.lit(v) for v in pkeys]), F.col("blk") + 1)
     ev = with_keys(events, d)

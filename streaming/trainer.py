@@ -551,7 +551,8 @@ class StreamTrainer:
         fi = ensure_ids(side_to_spark(spark, si), events.select(F.col(C.ITEM).alias(C.ID)))
         ou, oi, stats = train_epochs_spark(spark, events, fu, fi, params, d=m.blocks, epochs=m.epochs,
                                            schedule=schedule, strata_order=m.strata_order, seed=m.seed,
-                                           batch_id=batch_id, init_scale=m.init_scale, rank=m.rank)
+                                           batch_id=batch_id, init_scale=m.init_scale, rank=m.rank,
+                                           exchange=m.spark_exchange, n_items=len(si))
         cols = [C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT]
         return (ou.where("changed").select(*cols).toPandas(), oi.where("changed").select(*cols).toPandas(), stats)
 

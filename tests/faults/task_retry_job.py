@@ -17,27 +17,28 @@ if str(ROOT) not in sys.path:
 
 
 def fit_factors(spark) -> dict:
-    """An explicit fit (2 epochs x 2 strata: 4 DSGD stages) with the Spark engine; arrays keyed by name."""
+    """An explicit fit (2 epochs x 2 strata) with the Spark engine, once per exchange (one barrier stage;
+    four shuffle stages); arrays keyed by name."""
     import numpy as np
 
     from dsgd.model import DSGD
     from dsgd.synthetic import generate_stream
 
     out = {}
-    for kind in ("explicit",):
-        pdf = generate_stream(2000, n_users=120, n_items=80, seed=11, implicit=kind == "implicit")
+    for exchange in ("barrier", "shuffle"):
+        pdf = generate_stream(2000, n_users=120, n_items=80, seed=11, implicit=False)
         df = spark.createDataFrame(pdf[["user", "item", "rating", "ts"]])
-        est = DSGD(rank=8, kind=kind, lr=0.02 if kind == "explicit" else 0.1, reg=0.01, epochs=2, blocks=2,
-                   negatives=3, seed=7, engine="spark")
+        est = DSGD(rank=8, kind="explicit", lr=0.02, reg=0.01, epochs=2, blocks=2, negatives=3, seed=7,
+                   engine="spark", spark_exchange=exchange)
         model = est.fit(df)
         for side in ("user", "item"):
             ids = np.asarray(getattr(model, f"{side}_ids")).astype(str)
             order = np.argsort(ids, kind="stable")
-            out[f"{kind}_{side}_ids"] = ids[order]
-            out[f"{kind}_{side}_vecs"] = np.asarray(getattr(model, f"{side}_vecs"))[order]
-            out[f"{kind}_{side}_bias"] = np.asarray(getattr(model, f"{side}_bias"))[order]
-            out[f"{kind}_{side}_count"] = np.asarray(getattr(model, f"{side}_count"))[order]
-        out[f"{kind}_loss"] = np.asarray([h["loss"] for h in model.history])
+            out[f"{exchange}_{side}_ids"] = ids[order]
+            out[f"{exchange}_{side}_vecs"] = np.asarray(getattr(model, f"{side}_vecs"))[order]
+            out[f"{exchange}_{side}_bias"] = np.asarray(getattr(model, f"{side}_bias"))[order]
+            out[f"{exchange}_{side}_count"] = np.asarray(getattr(model, f"{side}_count"))[order]
+        out[f"{exchange}_loss"] = np.asarray([h["loss"] for h in model.history])
     return out
 
 

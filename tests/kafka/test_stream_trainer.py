@@ -73,7 +73,7 @@ class _Faults:
             raise InjectedFault(f"{point}:{batch_id}")
 
 
-@pytest.mark.parametrize("engine", ["local"])
+@pytest.mark.parametrize("engine", ["local", "spark"])
 def test_crash_at_every_point_then_restart_gives_the_factors_of_an_uninterrupted_run(spark, kafka_broker, topic,
                                                                                        cfg, tmp_path, engine):
     df = known_stream(1500, seed=5)

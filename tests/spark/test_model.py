@@ -91,16 +91,20 @@ def test_d1_spark_fit_equals_sequential_numpy_reference(spark, kind):
     assert [h["updates"] for h in model.history] == [len(ev)] * 2
 
 
-def test_spark_and_local_engines_give_the_same_factors_from_int_ids_without_seq(spark):
+@pytest.mark.parametrize("exchange", ["barrier", "shuffle"])
+def test_spark_and_local_engines_give_the_same_factors_from_int_ids_without_seq(spark, exchange):
+    # d = 3 blocks on local[2]: the barrier stage has 2 tasks, one of them holds two user blocks
     ev = _events(n=600, n_u=40, n_i=30, seed=3, int_ids=True, with_seq=False)
-    kw = dict(rank=5, kind="implicit", lr=0.05, reg=0.01, init_scale=0.1, blocks=3, epochs=2, seed=11,
-              negatives=2, negative_sampling="popularity", strata_order="permutation")
-    on_spark = DSGD(engine="spark", **kw).fit(spark.createDataFrame(ev))
+    kw = dict(rank=5, kind="implicit", lr=0.05, lr_schedule="bold_driver", reg=0.01, init_scale=0.1, blocks=3,
+              epochs=3, seed=11, negatives=2, negative_sampling="popularity", strata_order="permutation")
+    on_spark = DSGD(engine="spark", spark_exchange=exchange, **kw).fit(spark.createDataFrame(ev))
     local_from_pandas = DSGD(engine="local", **kw).fit(ev)
     assert on_spark.engine == "spark" and local_from_pandas.engine == "local"
     assert "1000" in set(on_spark.item_ids) | {"1000"} and all(isinstance(x, str) for x in on_spark.user_ids)
     _assert_same_factors(on_spark, local_from_pandas)
-    assert [h["loss"] for h in on_spark.history] == [h["loss"] for h in local_from_pandas.history]
+    for key in ("loss", "lr", "updates"):  # the bold driver moved the rate the same way on every engine
+        assert [h[key] for h in on_spark.history] == [h[key] for h in local_from_pandas.history], key
+    assert len({h["lr"] for h in on_spark.history}) > 1
 
 
 def test_same_seed_gives_identical_factors_and_another_seed_different(spark):
@@ -226,6 +230,7 @@ def test_save_and_load_round_trip(planted, tmp_path):
     ({"epochs": 0}, r"epochs=0 is out of range"),
     ({"seed": -1}, r"seed=-1 is out of range"),
     ({"engine": "gpu"}, r"engine='gpu' is not supported; allowed values: 'spark', 'local'"),
+    ({"spark_exchange": "mpi"}, r"spark_exchange='mpi' is not supported; allowed values: 'auto', 'barrier'"),
     ({"use_bias": False}, r"use_bias=False is not supported for kind='explicit'"),
     ({"use_bias": "yes"}, r"use_bias must be True, False or None"),
     ({"negatives": True}, r"negatives must be an int"),
