@@ -39,7 +39,6 @@ from pyspark.sql import functions as F
 
 from dsgd import columns as C
 from dsgd.hashing import mix_seed
-from dsgd.kernel import run_block
 from dsgd.params import KernelParams
 from dsgd.strata import strata_schedule
 
@@ -135,24 +134,16 @@ class _Side:
 
 def _side_blocks(t: pa.Table, kind_col: np.ndarray, kind: int, rank: int, seed: int, scale: float, side: str
                  ) -> dict[int, _Side]:
-    from dsgd.spark_engine import _vectors
+    from dsgd.spark_engine import block_rows
 
     ft = t.filter(pa.array(kind_col == kind)).combine_chunks()
-    out: dict[int, _Side] = {}
     if ft.num_rows == 0:
-        return out
+        return {}
     blk = ft.column("blk").to_numpy()
+    out: dict[int, _Side] = {}
     for b in np.unique(blk):
-        bt = ft.filter(pa.array(blk == b))
-        keys = bt.column("key").to_numpy().astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        bt = bt.take(pa.array(order))
-        keys = keys[order]
-        vec, new = _vectors(bt.column("vec").combine_chunks(), keys, rank, seed, scale, side)
-        out[int(b)] = _Side(bt.column("id").combine_chunks(), keys, vec,
-                            bt.column("bias").to_numpy(zero_copy_only=False).astype(np.float32),
-                            bt.column("count").to_numpy(zero_copy_only=False).astype(np.int64),
-                            np.asarray(bt.column("changed").to_numpy(zero_copy_only=False), bool) | new)
+        bt, *arrays = block_rows(ft.filter(pa.array(blk == b)), rank, seed, scale, side)
+        out[int(b)] = _Side(bt.column("id").combine_chunks(), *arrays)
     return out
 
 
@@ -263,22 +254,10 @@ class _BarrierTask:
 
     def _train_block(self, u: _Side, it: _Side, events: tuple, p: KernelParams, e: int, s: int, b: int
                      ) -> tuple[float, int]:
-        ek, ek2, r, ts, seq = events
-        u_idx, i_idx = np.searchsorted(u.keys, ek), np.searchsorted(it.keys, ek2)
-        if (u_idx >= len(u.keys)).any() or (u.keys[np.minimum(u_idx, len(u.keys) - 1)] != ek).any() \
-                or (i_idx >= len(it.keys)).any() or (it.keys[np.minimum(i_idx, len(it.keys) - 1)] != ek2).any():
-            raise RuntimeError(f"block {b}: an event's user or item has no factor row")
-        popularity = p.implicit and p.negative_sampling == "popularity"
-        pool = np.arange(len(it.keys), dtype=np.int64)
-        weight = (it.count + 1).astype(np.float64) if popularity else None
-        U0, V0 = u.vec.copy(), it.vec.copy()
-        sse, n = run_block(u.vec, u.bias, u.count, it.vec, it.bias, it.count, u_idx, i_idx, r, ts, seq,
-                           pool if p.implicit else None, weight, p, mix_seed(self.seed, self.batch_id, e, s, b), e == 0)
-        u.changed |= (u.vec != U0).any(axis=1)
-        it.changed |= (it.vec != V0).any(axis=1)
-        u.changed[u_idx] = True
-        it.changed[i_idx] = True
-        return float(sse), int(n)
+        from dsgd.spark_engine import train_block
+
+        return train_block(u.keys, u.vec, u.bias, u.count, u.changed, it.keys, it.vec, it.bias, it.count,
+                           it.changed, *events, p, mix_seed(self.seed, self.batch_id, e, s, b), e == 0, b)
 
 
 def _inject_fault(ctx: Any) -> None:

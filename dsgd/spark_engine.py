@@ -229,6 +229,50 @@ def _list_array(mat: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(mat.reshape(-1), type=pa.float32()))
 
 
+def block_rows(ft: pa.Table, rank: int, seed: int, scale: float, side: str) -> list:
+    """Factor rows of one block in canonical order (by key): ``[table, keys, vec, bias, count, changed]``;
+    rows without a vector get their deterministic init and ``changed = True``."""
+    ft = ft.combine_chunks()
+    keys = ft.column("key").to_numpy().astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    ft = ft.take(pa.array(order))
+    keys = keys[order]
+    if not ft.num_rows:
+        return [ft, keys, np.zeros((0, rank), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                np.zeros(0, bool)]
+    vec, new = _vectors(ft.column("vec").combine_chunks(), keys, rank, seed, scale, side)
+    return [ft, keys, vec, ft.column("bias").to_numpy(zero_copy_only=False).astype(np.float32),
+            ft.column("count").to_numpy(zero_copy_only=False).astype(np.int64),
+            np.asarray(ft.column("changed").to_numpy(zero_copy_only=False), bool) | new]
+
+
+def train_block(ukeys: np.ndarray, U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, uch: np.ndarray,
+                ikeys: np.ndarray, V: np.ndarray, bi: np.ndarray, icnt: np.ndarray, ich: np.ndarray,
+                ek: np.ndarray, ek2: np.ndarray, r: np.ndarray, ts: np.ndarray, seq: np.ndarray,
+                params: KernelParams, seed: int, count: bool, b: int) -> tuple[float, int]:
+    """One block on block-local arrays (rows sorted by key), as every Spark exchange runs it.
+
+    Events find their rows by key (``ek`` user keys, ``ek2`` item keys); negatives come from every item
+    of the block with weights ``count + 1``; the factor arrays and the ``changed`` flags (``uch``/``ich``:
+    moved, or had an event) are updated in place. Returns (sum of squared errors, positives).
+    """
+    u_idx, i_idx = np.searchsorted(ukeys, ek), np.searchsorted(ikeys, ek2)
+    if (u_idx >= len(ukeys)).any() or (ukeys[np.minimum(u_idx, len(ukeys) - 1)] != ek).any() \
+            or (i_idx >= len(ikeys)).any() or (ikeys[np.minimum(i_idx, len(ikeys) - 1)] != ek2).any():
+        raise RuntimeError(f"block {b}: an event's user or item has no factor row")
+    popularity = params.implicit and params.negative_sampling == "popularity"
+    pool = np.arange(len(ikeys), dtype=np.int64)
+    weight = (icnt + 1).astype(np.float64) if popularity else None
+    U0, V0 = U.copy(), V.copy()
+    sse, n = run_block(U, bu, ucnt, V, bi, icnt, u_idx, i_idx, r, ts, seq, pool if params.implicit else None,
+                       weight, params, seed, count)
+    uch |= (U != U0).any(axis=1)
+    ich |= (V != V0).any(axis=1)
+    uch[u_idx] = True
+    ich[i_idx] = True
+    return float(sse), int(n)
+
+
 @dataclasses.dataclass
 class _StratumTask:
     """The function ``mapInArrow`` runs on each partition: the blocks it holds, through the kernel."""
@@ -260,43 +304,17 @@ class _StratumTask:
         ev = t.filter(pa.array(kind == _KIND_EVENT))
         sides = []
         for k, side in ((_KIND_USER, "u"), (_KIND_ITEM, "i")):
-            ft = t.filter(pa.array(kind == k)).combine_chunks()
-            keys = ft.column("key").to_numpy().astype(np.int64)
-            order = np.argsort(keys, kind="stable")  # canonical row order: by key
-            ft = ft.take(pa.array(order))
-            keys = keys[order]
-            vec, new = _vectors(ft.column("vec").combine_chunks() if ft.num_rows else pa.array([], pa.list_(pa.float32())),
-                                keys, self.rank, self.seed, self.init_scale, side)
-            bias = ft.column("bias").to_numpy(zero_copy_only=False).astype(np.float32) if ft.num_rows \
-                else np.zeros(0, np.float32)
-            count = ft.column("count").to_numpy(zero_copy_only=False).astype(np.int64) if ft.num_rows \
-                else np.zeros(0, np.int64)
-            changed = np.asarray(ft.column("changed").to_numpy(zero_copy_only=False), bool) | new
-            sides.append([ft, keys, vec, bias, count, changed])
+            sides.append(block_rows(t.filter(pa.array(kind == k)), self.rank, self.seed, self.init_scale, side))
         (ut, ukeys, U, bu, ucnt, uch), (it, ikeys, V, bi, icnt, ich) = sides
         sse, n = 0.0, 0
         if ev.num_rows:
-            ek = ev.column("key").to_numpy().astype(np.int64)
-            ek2 = ev.column("key2").to_numpy().astype(np.int64)
-            u_idx = np.searchsorted(ukeys, ek)
-            i_idx = np.searchsorted(ikeys, ek2)
-            if (u_idx >= len(ukeys)).any() or (ukeys[np.minimum(u_idx, len(ukeys) - 1)] != ek).any() \
-                    or (i_idx >= len(ikeys)).any() or (ikeys[np.minimum(i_idx, len(ikeys) - 1)] != ek2).any():
-                raise RuntimeError(f"block {b}: an event's user or item has no factor row")
-            U0, V0 = U.copy(), V.copy()
-            popularity = self.params.implicit and self.params.negative_sampling == "popularity"
-            pool = np.arange(len(ikeys), dtype=np.int64)
-            weight = (icnt + 1).astype(np.float64) if popularity else None
-            sse, n = run_block(U, bu, ucnt, V, bi, icnt, u_idx, i_idx,
-                               ev.column("rating").to_numpy(zero_copy_only=False).astype(np.float32),
-                               ev.column("ts").to_numpy().astype(np.int64),
-                               ev.column("seq").to_numpy().astype(np.int64),
-                               pool if self.params.implicit else None, weight, self.params, self.seeds[b],
-                               self.count)
-            uch |= (U != U0).any(axis=1)
-            ich |= (V != V0).any(axis=1)
-            uch[u_idx] = True
-            ich[i_idx] = True
+            sse, n = train_block(ukeys, U, bu, ucnt, uch, ikeys, V, bi, icnt, ich,
+                                 ev.column("key").to_numpy().astype(np.int64),
+                                 ev.column("key2").to_numpy().astype(np.int64),
+                                 ev.column("rating").to_numpy(zero_copy_only=False).astype(np.float32),
+                                 ev.column("ts").to_numpy().astype(np.int64),
+                                 ev.column("seq").to_numpy().astype(np.int64),
+                                 self.params, self.seeds[b], self.count, b)
         for k, ft, keys, vec, bias, count, changed in ((_KIND_USER, ut, ukeys, U, bu, ucnt, uch),
                                                        (_KIND_ITEM, it, ikeys, V, bi, icnt, ich)):
             if not len(keys):
