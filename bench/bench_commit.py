@@ -1,0 +1,94 @@
+"""Per-micro-batch Delta cost of the factor write: ``FactorStore.write`` (one MERGE with the compare-and-
+swap on the metadata row) against a plain idempotent append of the same rows, same run. Prints JSON.
+
+A factors table with ``--users`` user and ``--items`` item rows is created; then ``--batches`` writes
+of ``--rows`` changed user rows + as many item rows each (the shape of a tiny micro-batch) are timed,
+the first three dropped as warm-up; the Spark jobs of one write are counted. ``--conf key=value``
+sets extra session settings for the whole run (e.g. ``spark.sql.adaptive.enabled=true`` to see what
+the MERGE's own setting saves).
+
+    .venv/bin/python bench/bench_commit.py [--batches 15] [--rows 6] [--conf k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsgd.config import load_config  # noqa: E402
+from dsgd.factor_store import FactorStore  # noqa: E402
+from dsgd.session import build_session  # noqa: E402
+from dsgd.spark_engine import factors_to_spark  # noqa: E402
+
+
+def _rows(rng: np.random.Generator, n: int, offset: int, rank: int) -> pd.DataFrame:
+    return pd.DataFrame({"id": [f"x{i}" for i in range(offset, offset + n)],
+                         "key": np.arange(offset, offset + n, dtype=np.int64),
+                         "vec": list(rng.normal(size=(n, rank)).astype(np.float32)),
+                         "bias": np.zeros(n, np.float32), "count": np.ones(n, np.int64)})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--rows", type=int, default=6)
+    ap.add_argument("--batches", type=int, default=15)
+    ap.add_argument("--rank", type=int, default=10)
+    ap.add_argument("--conf", nargs="*", default=[])
+    a = ap.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="dsgd-bench-commit-"))
+    cfg = load_config(profile="local", overrides=[f'app.warehouse="{root}"', "spark.shuffle_partitions=2"])
+    spark = build_session(cfg)
+    for kv in a.conf:
+        spark.conf.set(*kv.split("=", 1))
+    sc = spark.sparkContext
+    rng = np.random.default_rng(0)
+    try:
+        store = FactorStore(spark, str(root / "factors"))
+        store.create(rank=a.rank, kind="implicit")
+        store.write(factors_to_spark(spark, _rows(rng, a.users, 0, a.rank), a.rank),
+                    factors_to_spark(spark, _rows(rng, a.items, 0, a.rank), a.rank), meta={}, batch_id=0)
+        raw = store.meta_raw()
+        merge_s, jobs = [], 0
+        for b in range(1, a.batches + 1):
+            u = factors_to_spark(spark, _rows(rng, a.rows, b * 3, a.rank), a.rank)
+            i = factors_to_spark(spark, _rows(rng, a.rows, b, a.rank), a.rank)
+            before = len(sc.statusTracker().getJobIdsForGroup(None))
+            t0 = time.perf_counter()
+            store.write(u, i, meta={"batch": b}, batch_id=b, expected_meta=raw)
+            merge_s.append(time.perf_counter() - t0)
+            jobs = len(sc.statusTracker().getJobIdsForGroup(None)) - before
+            raw = store.last_written_meta
+        append_s = []
+        for b in range(a.batches):
+            df = factors_to_spark(spark, _rows(rng, 2 * a.rows, b, a.rank), a.rank)
+            t0 = time.perf_counter()
+            (df.write.format("delta").mode("append").option("txnAppId", "bench").option("txnVersion", b)
+             .save(str(root / "plain")))
+            append_s.append(time.perf_counter() - t0)
+        out = {"bench": "commit", "conf": a.conf, "rows_per_side": a.rows, "table_rows": a.users + a.items,
+               "merge_write_median_s": round(float(np.median(merge_s[3:])), 3),
+               "merge_write_p90_s": round(float(np.percentile(merge_s[3:], 90)), 3),
+               "spark_jobs_per_merge_write": jobs,
+               "plain_txn_append_median_s": round(float(np.median(append_s[3:])), 3),
+               "merge_over_append": round(float(np.median(merge_s[3:]) / np.median(append_s[3:])), 2)}
+        print(json.dumps(out, indent=1))
+        return out
+    finally:
+        spark.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
