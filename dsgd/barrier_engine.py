@@ -56,8 +56,21 @@ _EMPTY_IN = pa.schema([("kind", pa.int8())])
 
 
 def barrier_slots(spark: SparkSession, d: int) -> int:
-    """Tasks of the barrier stage: one per block, at most one per task slot of the application."""
-    return max(1, min(d, spark.sparkContext.defaultParallelism))
+    """Tasks of the barrier stage: one per block, at most one per task slot the application has now.
+
+    The slots are the scheduler's own count (``SparkContext.maxNumConcurrentTasks``); the default
+    parallelism is only a fallback, since ``spark.default.parallelism`` may be set above the cores and a
+    barrier stage with more tasks than slots cannot start.
+    """
+    slots = 0
+    try:
+        jsc = spark.sparkContext._jsc.sc()
+        slots = int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # noqa: BLE001 - internal API moved: fall back to the public number
+        slots = 0
+    if slots <= 0:
+        slots = spark.sparkContext.defaultParallelism
+    return max(1, min(d, slots))
 
 
 def barrier_usable(spark: SparkSession) -> str:

@@ -15,6 +15,7 @@ pools and event order), which the tests assert.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from dsgd.hashing import init_vectors, mix_seed
 from dsgd.kernel import run_block
 from dsgd.params import KernelParams
 from dsgd.strata import strata_schedule
+
+log = logging.getLogger(__name__)
 
 #: How factors move between strata (see :func:`train_epochs_spark`).
 EXCHANGES = ("auto", "barrier", "shuffle")
@@ -106,7 +109,10 @@ def train_epochs_spark(spark: SparkSession, events: DataFrame, users: DataFrame,
             raise ValueError(f"exchange='barrier' cannot run here: {why}; use exchange='shuffle'")
         if exchange == "auto" and not why:
             n_items = items.count() if n_items is None else n_items
-            why = "too many item factors" if n_items * (4 * rank + 24) > MAX_ITEM_BYTES else ""
+            size = n_items * (4 * rank + 24)
+            why = (f"item factors take {size / 2**20:.0f} MB > {MAX_ITEM_BYTES / 2**20:.0f} MB"
+                   if size > MAX_ITEM_BYTES else "")
+        _announce(exchange, why)
         if not why:
             return train_epochs_barrier(spark, events, users, items, params, d=d, epochs=epochs,
                                         schedule=schedule, strata_order=strata_order, seed=seed,
@@ -166,6 +172,17 @@ def train_epochs_spark(spark: SparkSession, events: DataFrame, users: DataFrame,
     if epochs == 0:  # still initialise new ids
         fu, fi = _init_only(fu, init_scale, rank, seed, "u"), _init_only(fi, init_scale, rank, seed, "i")
     return fu, fi, stats
+
+
+_announced: set[tuple[str, str]] = set()
+
+
+def _announce(exchange: str, why: str) -> None:
+    """Log once per process which exchange ``exchange`` resolved to, and why not barrier."""
+    if (exchange, why) not in _announced:
+        _announced.add((exchange, why))
+        log.info("spark engine: %s exchange%s", "barrier" if not why else "shuffle",
+                 f" ({why})" if why else f" (model.spark_exchange = {exchange})")
 
 
 def _init_only(df: DataFrame, init_scale: float, rank: int, seed: int, side: str) -> DataFrame:

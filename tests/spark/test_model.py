@@ -107,6 +107,15 @@ def test_spark_and_local_engines_give_the_same_factors_from_int_ids_without_seq(
     assert len({h["lr"] for h in on_spark.history}) > 1
 
 
+def test_barrier_stage_has_one_task_per_block_but_never_more_than_the_task_slots(spark):
+    from dsgd.barrier_engine import barrier_slots
+
+    slots = spark.sparkContext._jsc.sc().maxNumConcurrentTasks(
+        spark.sparkContext._jsc.sc().resourceProfileManager().defaultResourceProfile())
+    assert slots == 2  # local[2]
+    assert [barrier_slots(spark, d) for d in (1, 2, 3, 8)] == [1, 2, 2, 2]
+
+
 def test_same_seed_gives_identical_factors_and_another_seed_different(spark):
     sdf = spark.createDataFrame(_events(n=800, seed=5, with_seq=False).sample(frac=1.0, random_state=1))
     kw = dict(rank=6, kind="implicit", lr=0.05, init_scale=0.1, blocks=2, epochs=3, negatives=4,
