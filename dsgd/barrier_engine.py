@@ -9,16 +9,17 @@ together in one barrier stage and run every epoch:
   item blocks ``c`` with ``c % T == t`` (it emits their rows at the end);
 * every task holds a copy of every item block (exchanged once at the start);
 * in stratum ``s`` task ``t`` trains its blocks ``(b, stratum[b])`` one after the other with the same
-  kernel call, seeds and block-local arrays as the other engines, then all tasks ``allGather`` the item
-  blocks they changed (every item block is in exactly one block of a stratum), so each copy is again
-  complete before the next stratum;
+  kernel call, seeds and block-local arrays as the other engines, then every task sends the item
+  blocks it changed to every other task (:class:`dsgd.peer_exchange.PeerExchange`, direct TCP; every
+  item block is in exactly one block of a stratum), so each copy is again complete before the next
+  stratum;
 * the sum of squared errors is added in (stratum, block) order and every task runs its own copy of the
   learning-rate schedule on the same losses: all copies agree bit for bit, and the driver replays the
   schedule on the returned losses so its state ends where the tasks' did.
 
 The factors equal the local and shuffle engines' (the tests assert it). Limits: every task holds all
-item factors, and a stratum's changed item blocks travel through the driver as one RPC message, so
-``exchange="auto"`` uses this engine only while the item factors are small (:data:`MAX_ITEM_BYTES`);
+item factors and receives a stratum's changed item blocks from its peers, so ``exchange="auto"`` uses
+this engine only while the item factors are small (:data:`MAX_ITEM_BYTES`);
 barrier stages need ``T`` free task slots at once and do not run under dynamic allocation. A failed
 task fails the stage, which Spark re-runs whole; the result does not change (everything is seeded).
 """
@@ -40,19 +41,27 @@ from pyspark.sql import functions as F
 from dsgd import columns as C
 from dsgd.hashing import mix_seed
 from dsgd.params import KernelParams
+from dsgd.spark_engine import (
+    _KIND_EVENT,
+    _KIND_ITEM,
+    _KIND_STATS,
+    _KIND_USER,
+    _list_array,
+    block_rows,
+    partition_keys,
+    train_block,
+    with_keys,
+)
 from dsgd.strata import strata_schedule
 
 #: ``exchange="auto"`` picks the barrier engine while all item factors take at most this many bytes.
 MAX_ITEM_BYTES = 32 << 20
 
-_KIND_EVENT, _KIND_USER, _KIND_ITEM, _KIND_STATS = 0, 1, 2, 3
 _IN_SCHEMA = ("pk int, kind tinyint, blk int, blk2 int, id string, key long, key2 long, rating float, ts long, "
               "seq long, vec array<float>, bias float, count long, changed boolean")
 _OUT_SCHEMA = ("kind tinyint, id string, key long, vec array<float>, bias float, count long, changed boolean, "
                "sse double, n long, seconds double")
-
-
-_EMPTY_IN = pa.schema([("kind", pa.int8())])
+_EMPTY_IN = pa.schema([("kind", pa.int8())])  # the input of a task that got no rows
 
 
 def barrier_slots(spark: SparkSession, d: int) -> int:
@@ -86,8 +95,6 @@ def train_epochs_barrier(spark: SparkSession, events: DataFrame, users: DataFram
                          seed: int, batch_id: int, init_scale: float, rank: int
                          ) -> tuple[DataFrame, DataFrame, list[dict]]:
     """Same contract as :func:`dsgd.spark_engine.train_epochs_spark` (``epochs >= 1``)."""
-    from dsgd.spark_engine import partition_keys, with_keys
-
     n_tasks = barrier_slots(spark, d)
     pkeys = partition_keys(spark, n_tasks)
     pk_of = F.element_at(F.array(*[F.lit(v) for v in pkeys]), F.expr(f"pmod(blk, {n_tasks})") + 1)
@@ -147,8 +154,6 @@ class _Side:
 
 def _side_blocks(t: pa.Table, kind_col: np.ndarray, kind: int, rank: int, seed: int, scale: float, side: str
                  ) -> dict[int, _Side]:
-    from dsgd.spark_engine import block_rows
-
     ft = t.filter(pa.array(kind_col == kind)).combine_chunks()
     if ft.num_rows == 0:
         return {}
@@ -267,8 +272,6 @@ class _BarrierTask:
 
     def _train_block(self, u: _Side, it: _Side, events: tuple, p: KernelParams, e: int, s: int, b: int
                      ) -> tuple[float, int]:
-        from dsgd.spark_engine import train_block
-
         return train_block(u.keys, u.vec, u.bias, u.count, u.changed, it.keys, it.vec, it.bias, it.count,
                            it.changed, *events, p, mix_seed(self.seed, self.batch_id, e, s, b), e == 0, b)
 
@@ -288,8 +291,6 @@ def _inject_fault(ctx: Any) -> None:
 
 
 def _rows(kind: int, side: _Side) -> pa.RecordBatch:
-    from dsgd.spark_engine import _list_array
-
     m = len(side.keys)
     return pa.RecordBatch.from_arrays(
         [pa.array(np.full(m, kind, np.int8)), side.ids, pa.array(side.keys), _list_array(side.vec),

@@ -67,8 +67,7 @@ class PeerExchange:
             server.listen(max(1, self.n))
             server.settimeout(_CONNECT_TIMEOUT_S)
             addresses = self.ctx.allGather(f"{host}:{server.getsockname()[1]}")
-            accepted: list[socket.socket] = []
-            acceptor = threading.Thread(target=self._accept, args=(server, accepted), daemon=True)
+            acceptor = threading.Thread(target=self._accept, args=(server,), daemon=True)
             acceptor.start()
             for peer, addr in enumerate(addresses):
                 if peer == self.me:
@@ -89,7 +88,7 @@ class PeerExchange:
             server.close()
         return self
 
-    def _accept(self, server: socket.socket, accepted: list[socket.socket]) -> None:
+    def _accept(self, server: socket.socket) -> None:
         try:
             while len(self.incoming) < self.n - 1:
                 sock, _ = server.accept()

@@ -1,6 +1,7 @@
 """Stratified DSGD on Spark: per stratum, the d blocks run in parallel in Python workers.
 
-For stratum ``s`` of epoch ``e``, the rows of a block ``(b, stratum[b])`` (its events, the factor rows of
+:func:`train_epochs_spark` runs one of two exchanges: ``barrier`` (:mod:`dsgd.barrier_engine`, one
+barrier stage for every epoch) or ``shuffle``, described here. For stratum ``s`` of epoch ``e``, the rows of a block ``(b, stratum[b])`` (its events, the factor rows of
 user block ``b`` and of item block ``stratum[b]``) are tagged with ``blk = b`` and shuffled so that each
 block lands in its own partition; ``mapInArrow`` hands each partition to the compiled kernel
 (:func:`dsgd.kernel.run_block`) as Arrow arrays and gets back every factor row of the block. Since

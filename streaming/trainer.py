@@ -13,7 +13,8 @@ Per micro-batch (``process_batch``):
 5. append one ``metrics`` row; every ``stream.maintenance_every`` batches compact the factor table.
 
 Nothing is carried from batch to batch as a DataFrame (state is re-read from Delta), so the plan never
-grows; the Spark engine cuts lineage per stratum with ``localCheckpoint``.
+grows; the Spark engine cuts lineage with ``localCheckpoint`` (per stratum with the shuffle exchange, once
+per batch with the barrier exchange).
 
 Exactly-once: Spark replays a failed batch with the same offsets and batch id; every write above is
 idempotent on the stream's id (persisted in the checkpoint) and the batch id, so a crash anywhere
