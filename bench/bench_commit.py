@@ -4,8 +4,7 @@ swap on the metadata row) against a plain idempotent append of the same rows, sa
 A factors table with ``--users`` user and ``--items`` item rows is created; then ``--batches`` writes
 of ``--rows`` changed user rows + as many item rows each (the shape of a tiny micro-batch) are timed,
 the first three dropped as warm-up; the Spark jobs of one write are counted. ``--conf key=value``
-sets extra session settings for the whole run (e.g. ``spark.sql.adaptive.enabled=true`` to see what
-the MERGE's own setting saves).
+sets extra session settings for the whole run (e.g. ``spark.sql.adaptive.enabled=false``).
 
     .venv/bin/python bench/bench_commit.py [--batches 15] [--rows 6] [--conf k=v ...]
 """
