@@ -285,9 +285,15 @@ def create_topic(bootstrap: str, name: str, partitions: int = 2, timeout_s: floa
 
 
 def _cluster_id() -> str:
+    """A random KRaft cluster id (22 url-safe base64 characters) that does not start with "-": the
+    storage tool's argument parser would read such an id as an option (as Kafka's own Uuid.randomUuid
+    avoids too). Before this, 1 broker start in 64 failed with "argument -t: expected one argument"."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _tail(path: Path, n: int = 30) -> str:

@@ -34,3 +34,11 @@ def test_stop_by_pid_file_from_another_manager(tmp_path):
     first.proc = None  # as if started by another process (`dsgd kafka start`)
     KafkaBroker(tmp_path / "kb", port=first.port, controller_port=first.controller_port).stop()
     assert not pid_alive(pid)
+
+
+def test_cluster_id_never_starts_with_a_dash_which_the_storage_tool_would_parse_as_an_option():
+    from dsgd.kafka_broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(3000)]  # without the guard ~47 of them would start with "-"
+    assert not [c for c in ids if c.startswith("-")]
+    assert all(len(c) == 22 for c in ids) and len(set(ids)) == len(ids)
