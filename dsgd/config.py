@@ -80,6 +80,11 @@ class KafkaConfig:
     fail_on_data_loss: bool = _f(True, "Stop the query when offsets were deleted before being read "
                                  "(true) or log a warning metric and go on (false).")
     partitions: int = _f(2, "Partitions of the topic when `dsgd` creates it.", lo=1, hi=10000)
+    options: dict = _f({}, "Extra options of the Spark Kafka source: consumer settings prefixed `kafka.` (e.g. "
+                       "{\"kafka.security.protocol\" = \"SASL_SSL\", \"kafka.sasl.mechanism\" = \"PLAIN\", "
+                       "\"kafka.sasl.jaas.config\" = \"...\"}) or source options (minPartitions, groupIdPrefix, "
+                       "kafkaConsumer.pollTimeoutMs, ...). They win over the trainer's own source defaults "
+                       "(kafka.max.poll.records = 20000); the keys set from other config keys are refused.")
 
 
 @dataclass(frozen=True)
@@ -263,7 +268,39 @@ def from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+#: Kafka source options the trainer derives from other config keys (option -> the key to set instead).
+KAFKA_MANAGED = {"kafka.bootstrap.servers": "kafka.bootstrap_servers", "subscribe": "kafka.topic",
+                 "assign": "kafka.topic", "subscribePattern": "kafka.topic",
+                 "startingOffsets": "kafka.starting_offsets", "maxOffsetsPerTrigger": "kafka.max_offsets_per_trigger",
+                 "failOnDataLoss": "kafka.fail_on_data_loss"}
+#: Options the Spark Kafka source itself refuses (it manages them) or that make no sense for a stream.
+KAFKA_REFUSED = ("kafka.group.id", "kafka.auto.offset.reset", "kafka.key.deserializer",
+                 "kafka.value.deserializer", "kafka.enable.auto.commit", "kafka.interceptor.classes",
+                 "endingOffsets", "endingOffsetsByTimestamp")
+#: Source options (not prefixed ``kafka.``) accepted in ``kafka.options``.
+KAFKA_SOURCE_OPTIONS = ("minPartitions", "groupIdPrefix", "includeHeaders", "kafkaConsumer.pollTimeoutMs",
+                        "fetchOffset.numRetries", "fetchOffset.retryIntervalMs", "minOffsetsPerTrigger",
+                        "maxTriggerDelay", "startingTimestamp", "startingOffsetsByTimestamp",
+                        "startingOffsetsByTimestampStrategy")
+
+
+def _check_kafka_options(options: dict) -> None:
+    for key, value in options.items():
+        where = f"config key kafka.options: option {key!r}"
+        if key in KAFKA_MANAGED:
+            raise ConfigError(f"{where} is set from config key {KAFKA_MANAGED[key]}; set that key instead")
+        if key in KAFKA_REFUSED:
+            raise ConfigError(f"{where} is not allowed: the streaming Kafka source manages it (offsets live in "
+                              "the query checkpoint)")
+        if not key.startswith("kafka.") and key not in KAFKA_SOURCE_OPTIONS:
+            raise ConfigError(f"{where} is unknown; allowed: Kafka consumer settings prefixed 'kafka.' or one of "
+                              f"{', '.join(KAFKA_SOURCE_OPTIONS)}")
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(f"{where}: expected a string, number or boolean, got {value!r}")
+
+
 def _check_cross(cfg: Config) -> None:
+    _check_kafka_options(cfg.kafka.options)
     m = cfg.model
     if m.rating_min >= m.rating_max:
         raise ConfigError(f"config keys model.rating_min/model.rating_max: need rating_min < rating_max, "

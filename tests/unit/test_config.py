@@ -37,6 +37,12 @@ def test_profile_file_and_overrides_apply_in_order(tmp_path):
     ("model.colour=1", "unknown config key model.colour; allowed keys of [model]: kind, rank"),
     ("modle.rank=1", "unknown config section [modle]; allowed: app, spark"),
     ("model.rating_min=5", "rating_min < rating_max"),
+    ('kafka.options={subscribe="x"}', "option 'subscribe' is set from config key kafka.topic"),
+    ('kafka.options={"kafka.bootstrap.servers"="h:1"}', "set from config key kafka.bootstrap_servers"),
+    ('kafka.options={"kafka.group.id"="g"}', "option 'kafka.group.id' is not allowed"),
+    ('kafka.options={colour="red"}', "option 'colour' is unknown; allowed: Kafka consumer settings prefixed"),
+    ('kafka.options={"kafka.x"=[1]}', "expected a string, number or boolean"),
+    ('kafka.options="no"', "kafka.options: expected dict"),
 ])
 def test_bad_value_fails_naming_the_key_and_what_is_allowed(override, needle):
     extra = ["model.rating_max=1"] if "rating_min" in override else []
@@ -65,3 +71,4 @@ def test_reference_lists_every_key():
         assert f"### [{sec}]" in ref
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in ref
+

@@ -1,0 +1,37 @@
+"""The trainer's Kafka side without a broker: source options from the config, the lag probe's back-off."""
+
+from __future__ import annotations
+
+import socket
+import time
+import types
+
+import pandas as pd
+
+from dsgd.config import load_config
+from streaming.trainer import LAG_RETRY_S, SOURCE_DEFAULTS, StreamTrainer, source_options
+
+
+def test_kafka_options_reach_the_source_and_win_over_its_defaults():
+    cfg = load_config(overrides=['kafka.options={"kafka.security.protocol"="SSL", minPartitions=4, '
+                                 'includeHeaders=true}', "kafka.max_offsets_per_trigger=7", "kafka.topic=t"])
+    opts = source_options(cfg)
+    assert opts["kafka.security.protocol"] == "SSL" and opts["minPartitions"] == "4"
+    assert opts["includeHeaders"] == "true" and opts["subscribe"] == "t" and opts["maxOffsetsPerTrigger"] == "7"
+    assert set(SOURCE_DEFAULTS) <= set(opts)
+    key = next(iter(SOURCE_DEFAULTS))
+    assert source_options(load_config(overrides=[f'kafka.options={{"{key}"="9"}}']))[key] == "9"
+
+
+def test_a_failed_lag_probe_rests_instead_of_delaying_every_batch():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load_config(overrides=[f'kafka.bootstrap_servers="127.0.0.1:{port}"'])
+    probe = types.SimpleNamespace(cfg=cfg, _lag_consumer=None, _lag_retry_at=0.0)
+    offs = pd.DataFrame({"topic": ["t"], "partition": [0], "hi": [5]})
+    assert StreamTrainer._lag(probe, offs) == -1
+    assert probe._lag_retry_at >= time.monotonic() + LAG_RETRY_S - 60
+    t0 = time.monotonic()
+    assert StreamTrainer._lag(probe, offs) == -1
+    assert time.monotonic() - t0 < 0.5
