@@ -505,7 +505,9 @@ class StreamTrainer:
         except BaseException:
             self._cache = None
             raise
-        res.loss = float(np.nanmean([s["loss"] for s in stats])) if stats else float("nan")
+        losses = np.array([s["loss"] for s in stats], dtype=float)
+        known = losses[~np.isnan(losses)]
+        res.loss = float(known.mean()) if known.size else float("nan")  # all NaN: a diverged batch
         res.lr = float(stats[-1]["lr"]) if stats else float("nan")
         res.seconds_train = time.perf_counter() - t
 
