@@ -72,6 +72,7 @@ def _submit(cluster: StandaloneCluster, app: Path, args: list[str], *, py_files:
         conf={"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
               "spark.driver.memory": "1g", "spark.executor.memory": "1g", "spark.executor.cores": "1",
               "spark.cores.max": "2", "spark.ui.enabled": "false"})
+    t0 = time.monotonic()
     local = tmp / f"{name}-local"
     local.mkdir()
     log_path = tmp / f"{name}.log"
@@ -89,6 +90,7 @@ def _submit(cluster: StandaloneCluster, app: Path, args: list[str], *, py_files:
     while process_tree([proc.pid]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not process_tree([proc.pid]), f"{name}: driver processes left after spark-submit returned"
+    print(f"{name}: spark-submit took {time.monotonic() - t0:.1f}s")
     text = out.decode(errors="replace")
     (tmp / f"{name}.out").write_text(text)  # the driver's Python stdout + stderr (spark-submit merges them)
     assert proc.returncode == 0, f"{name} exited with {proc.returncode}:\n{text[-3000:]}\n{_tail(log_path)}"
