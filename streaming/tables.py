@@ -45,18 +45,21 @@ class Tables:
         return f"{self.root}/recommendations"
 
 
-def append_once(df: DataFrame, path: str, *, app_id: str, version: int, partition_by: list[str] | None = None
-                ) -> None:
+def append_once(df: DataFrame, path: str, *, app_id: str, version: int, partition_by: list[str] | None = None,
+                txn: bool = True) -> None:
     """Append ``df`` to the Delta table at ``path`` at most once per (app_id, version).
 
     Delta records ``txnAppId``/``txnVersion`` in the commit and skips a later write with a version that
     is not newer: the replay of a micro-batch after a crash appends nothing twice. All three per-write
     settings are writer options, so a concurrent MERGE's session-wide ones (see ``dsgd.delta_conf``)
-    never apply here.
+    never apply here. ``txn=False`` is for a caller that knows the rows are not there yet: a plain
+    append (the commit still carries ``app_id:version`` as user metadata) skips Delta's lookup of the
+    table's transaction ids, which costs a one-row append about as much as the append itself.
     """
-    writer = (df.write.format("delta").mode("append").option("txnAppId", app_id)
-              .option("txnVersion", version).option("userMetadata", f"{app_id}:{version}")
-              .option("mergeSchema", "false"))
+    writer = df.write.format("delta").mode("append")
+    if txn:
+        writer = writer.option("txnAppId", app_id).option("txnVersion", version)
+    writer = writer.option("userMetadata", f"{app_id}:{version}").option("mergeSchema", "false")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(path)

@@ -183,6 +183,7 @@ class StreamTrainer:
         self.results: list[BatchResult] = []
         self._lag_consumer: Any = None
         self._lag_retry_at = 0.0  # monotonic time before which the lag probe is not tried again
+        self._check_metrics = True  # the next batch may be a replay: look its metrics row up first
         self._cache: ModelState | None = None
         self._appends: tuple[threading.Thread, dict] | None = None
         m = cfg.model
@@ -206,6 +207,7 @@ class StreamTrainer:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=s.trigger_interval)
+        self._check_metrics = True
         query = writer.start()
         self.stream_id = str(query.id)
         self._started.set()
@@ -271,6 +273,7 @@ class StreamTrainer:
             self._batch(spark, parsed, batch_id, stream_id, app, res, t0)
         except BaseException:
             self._cache = None  # never trust an in-memory model across a failed batch
+            self._check_metrics = True  # the batch may be retried after its metrics row was written
             if self._appends is not None:
                 self._appends[0].join()
                 self._appends = None
@@ -339,7 +342,14 @@ class StreamTrainer:
         res.rows_per_s = res.rows_in / res.seconds_total if res.seconds_total > 0 else 0.0
         mrow = spark.createDataFrame([tuple(res.row()[c.split()[0]] for c in METRICS_SCHEMA.split(", "))],
                                      METRICS_SCHEMA).withColumn("written_at", F.current_timestamp())
-        append_once(mrow, self.tables.metrics, app_id=f"{app}-metrics", version=batch_id)
+        # Only the first batch after a (re)start can be a replay whose metrics row is already in; it is
+        # looked up. Later batches are new: a plain append, without Delta's transaction-id lookup, which
+        # doubles the cost of a one-row append (0.65 s vs 0.32 s).
+        if self._check_metrics and self._metrics_written(spark, stream_id, batch_id):
+            log.info("batch %d: its metrics row is already in", batch_id)
+        else:
+            append_once(mrow, self.tables.metrics, app_id=f"{app}-metrics", version=batch_id, txn=False)
+        self._check_metrics = False
         self._fault("after_metrics", batch_id)
         if batch_id > 0 and batch_id % cfg.stream.maintenance_every == 0:
             self._maintenance(spark)
@@ -350,6 +360,14 @@ class StreamTrainer:
                  res.lag_ms / 1000, cfg.stream.eval_k, res.dcg, res.dcg_popularity, res.loss, res.users_touched,
                  res.items_touched, res.seconds_parse, res.seconds_eval, res.seconds_train, res.seconds_write,
                  res.seconds_total, " REPLAY" if res.replayed else "", f" ALERT {res.alert}" if res.alert else "")
+
+    def _metrics_written(self, spark: SparkSession, stream_id: str, batch_id: int) -> bool:
+        from delta.tables import DeltaTable
+
+        path = self.tables.metrics
+        return DeltaTable.isDeltaTable(spark, path) and bool(
+            spark.read.format("delta").load(path)
+            .where((F.col("stream_id") == stream_id) & (F.col("batch_id") == batch_id)).limit(1).collect())
 
     def _start_appends(self, parsed: DataFrame, events: DataFrame, res: BatchResult, batch_id: int,
                        app: str) -> None:
