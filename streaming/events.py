@@ -103,7 +103,7 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
     for cond, name in reversed(checks):
         reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(name)).otherwise(reason)
     # An optimizer barrier: a filter on ``reason`` (valid_events, quarantined) would otherwise be pushed
-    # below the projections, inlining the JSON parse into every check (6.3 s instead of 1.1 s per 250k
+    # below the projections, inlining the JSON parse into every check (6.3 s instead of 0.6 s per 250k
     # records, bench/RESULTS.md). A condition on the non-deterministic partition id (always true) keeps
     # the filter above them.
     reason = F.when(F.spark_partition_id() >= 0, reason)

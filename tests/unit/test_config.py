@@ -71,4 +71,3 @@ def test_reference_lists_every_key():
         assert f"### [{sec}]" in ref
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in ref
-
