@@ -1,5 +1,7 @@
 """Per-micro-batch Delta cost of the factor write: ``FactorStore.write`` (one MERGE with the compare-and-
-swap on the metadata row) against a plain idempotent append of the same rows, same run. Prints JSON.
+swap on the metadata row) against a plain idempotent append of the same rows, same run; and that
+idempotent append (``txnAppId``/``txnVersion``) against the same append without a transaction id (what
+the trainer does for a metrics row it knows is new). Prints JSON.
 
 A factors table with ``--users`` user and ``--items`` item rows is created; then ``--batches`` writes
 of ``--rows`` changed user rows + as many item rows each (the shape of a tiny micro-batch) are timed,
@@ -28,6 +30,7 @@ from dsgd.config import load_config  # noqa: E402
 from dsgd.factor_store import FactorStore  # noqa: E402
 from dsgd.session import build_session  # noqa: E402
 from dsgd.spark_engine import factors_to_spark  # noqa: E402
+from streaming.tables import append_once  # noqa: E402
 
 
 def _rows(rng: np.random.Generator, n: int, offset: int, rank: int) -> pd.DataFrame:
@@ -69,19 +72,25 @@ def main(argv: list[str] | None = None) -> dict:
             merge_s.append(time.perf_counter() - t0)
             jobs = len(sc.statusTracker().getJobIdsForGroup(None)) - before
             raw = store.last_written_meta
-        append_s = []
+        # the same rows appended with and without a transaction id (streaming.tables.append_once), alternating
+        append_s: dict[bool, list[float]] = {True: [], False: []}
+        append_jobs: dict[bool, int] = {}
         for b in range(a.batches):
             df = factors_to_spark(spark, _rows(rng, 2 * a.rows, b, a.rank), a.rank)
-            t0 = time.perf_counter()
-            (df.write.format("delta").mode("append").option("txnAppId", "bench").option("txnVersion", b)
-             .save(str(root / "plain")))
-            append_s.append(time.perf_counter() - t0)
+            for txn in (True, False):
+                before = len(sc.statusTracker().getJobIdsForGroup(None))
+                t0 = time.perf_counter()
+                append_once(df, str(root / f"append-txn-{txn}"), app_id="bench", version=b, txn=txn)
+                append_s[txn].append(time.perf_counter() - t0)
+                append_jobs[txn] = len(sc.statusTracker().getJobIdsForGroup(None)) - before
         out = {"bench": "commit", "conf": a.conf, "rows_per_side": a.rows, "table_rows": a.users + a.items,
                "merge_write_median_s": round(float(np.median(merge_s[3:])), 3),
                "merge_write_p90_s": round(float(np.percentile(merge_s[3:], 90)), 3),
                "spark_jobs_per_merge_write": jobs,
-               "plain_txn_append_median_s": round(float(np.median(append_s[3:])), 3),
-               "merge_over_append": round(float(np.median(merge_s[3:]) / np.median(append_s[3:])), 2)}
+               "plain_txn_append_median_s": round(float(np.median(append_s[True][3:])), 3),
+               "no_txn_append_median_s": round(float(np.median(append_s[False][3:])), 3),
+               "spark_jobs_per_append_txn_vs_no_txn": [append_jobs[True], append_jobs[False]],
+               "merge_over_append": round(float(np.median(merge_s[3:]) / np.median(append_s[True][3:])), 2)}
         print(json.dumps(out, indent=1))
         return out
     finally:

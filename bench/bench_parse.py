@@ -7,6 +7,11 @@ alternating within each repetition, the same records are read as a batch query:
   500 records per poll vs the trainer's ``kafka.max.poll.records = 20000``;
 - ``parse_collect``: the trainer's parse phase: ``parse_events`` persisted, collected to pandas, plus
   the count of valid events from the cache;
+- ``valid_count_unpersisted``: ``valid_events(parse_events(...)).count()`` with no cache in between (the
+  path that took 6.3 s per 250k records before ``parse_events`` stopped the filter from being pushed
+  below the JSON parse);
+- ``from_json_strings`` / ``from_json_typed``: ``from_json`` alone over the values, already read into a
+  ``localCheckpoint``, with the all-string wire schema vs a typed one (``rating double, ts long``);
 - ``raw_collect`` + ``py_json``: the alternative of collecting the raw records with ``toArrow`` and
   parsing them with ``json.loads`` in the driver (before any validation or the events DataFrame that
   the append would need).
@@ -30,11 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyspark.sql import functions as F  # noqa: E402
+
 from dsgd.config import load_config  # noqa: E402
 from dsgd.kafka_broker import KafkaBroker  # noqa: E402
 from dsgd.session import build_session  # noqa: E402
 from dsgd.synthetic import generate_stream, to_json_lines  # noqa: E402
-from streaming.events import parse_events, valid_events  # noqa: E402
+from streaming.events import _WIRE_SCHEMA, parse_events, valid_events  # noqa: E402
+
+TYPED_SCHEMA = "user string, item string, rating double, ts long, _corrupt string"
 
 
 def _timed(fn) -> float:
@@ -76,6 +85,17 @@ def main(argv: list[str] | None = None) -> dict:
                 valid_events(parsed).count()
                 parsed.unpersist()
 
+            def valid_count_unpersisted() -> None:
+                valid_events(parse_events(source(), explicit=False, rating_min=-1e9, rating_max=1e9)).count()
+
+            values = source().select(F.col("value").cast("string").alias("v")).localCheckpoint()
+            values.count()
+
+            def from_json(schema: str) -> None:
+                e = F.from_json("v", schema, {"columnNameOfCorruptRecord": "_corrupt", "mode": "PERMISSIVE"})
+                values.select(e.alias("e")).select(F.sum(F.length("e.user") + F.length("e.item")
+                                                         + F.coalesce(F.length("e.ts"), F.lit(0)))).collect()
+
             box: dict = {}
 
             def raw_collect() -> None:
@@ -89,14 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
                     except ValueError:
                         out.append(None)
 
-            runs: dict[str, list[float]] = {k: [] for k in ("read_count_500", "read_count_20000", "parse_collect",
-                                                           "raw_collect", "py_json")}
+            steps = {"read_count_500": lambda: source(500).count(), "read_count_20000": lambda: source(20000).count(),
+                     "parse_collect": parse_collect, "valid_count_unpersisted": valid_count_unpersisted,
+                     "from_json_strings": lambda: from_json(_WIRE_SCHEMA),
+                     "from_json_typed": lambda: from_json(TYPED_SCHEMA),
+                     "raw_collect": raw_collect, "py_json": py_json}
+            runs: dict[str, list[float]] = {k: [] for k in steps}
             for _ in range(args.reps + 1):
-                runs["read_count_500"].append(_timed(lambda: source(500).count()))
-                runs["read_count_20000"].append(_timed(lambda: source(20000).count()))
-                runs["parse_collect"].append(_timed(parse_collect))
-                runs["raw_collect"].append(_timed(raw_collect))
-                runs["py_json"].append(_timed(py_json))
+                for name, step in steps.items():
+                    runs[name].append(_timed(step))
             spark.stop()
     finally:
         shutil.rmtree(home, ignore_errors=True)
