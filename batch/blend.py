@@ -34,7 +34,6 @@ Example
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -185,7 +184,7 @@ def _vec_add(a: str, b: str, c: str) -> F.Column:
     return F.expr(f"zip_with(zip_with({a}, {b}, (x, y) -> x + y), {c}, (x, y) -> cast(x - y AS float))")
 
 
-def rebase(store: FactorStore, model: DataFrame, base_version: int) -> DataFrame:
+def rebase(store: FactorStore, model: DataFrame, base_version: int, now_version: int | None = None) -> DataFrame:
     """Rows to write (column ``side`` + FACTOR_SCHEMA + ``_rebased``): the batch model ``model``
     (``side`` + FACTOR_SCHEMA, both sides), with the stream's changes since ``base_version`` added.
 
@@ -196,8 +195,8 @@ def rebase(store: FactorStore, model: DataFrame, base_version: int) -> DataFrame
     """
     cols = [C.SIDE, *FACTOR_COLS]
     facts = F.col(C.SIDE) != C.SIDE_META
-    now = store.table().where(facts).select(*[F.col(c).alias(f"n_{c}") for c in cols])
-    base = store.table(base_version).where(facts).select(*[F.col(c).alias(f"b_{c}") for c in cols])
+    now = store.current(now_version).where(facts).select(*[F.col(c).alias(f"n_{c}") for c in cols])
+    base = store.current(base_version).where(facts).select(*[F.col(c).alias(f"b_{c}") for c in cols])
     changed = (now.join(base, (F.col("n_side") == F.col("b_side")) & (F.col("n_id") == F.col("b_id")), "left")
                .where(F.col("b_id").isNull() | (F.col("n_vec") != F.col("b_vec"))
                       | ~F.col("n_bias").eqNullSafe(F.col("b_bias")) | (F.col("n_count") != F.col("b_count"))))
@@ -231,10 +230,6 @@ def rebase_meta(now: dict[str, Any], base: dict[str, Any], model_mu: float | Non
     return {"mu": mu, "n_ratings": n}
 
 
-def _raw_meta(store: FactorStore) -> str:
-    return store.meta_raw()
-
-
 def swap(spark: SparkSession, store: FactorStore, users: DataFrame | None, items: DataFrame | None, *,
          base_version: int, meta: dict[str, Any], model_mu: float | None = None, model_n: int | None = None,
          retries: int = 20) -> SwapResult:
@@ -255,19 +250,19 @@ def swap(spark: SparkSession, store: FactorStore, users: DataFrame | None, items
         model = (users.select(F.lit(C.SIDE_USER).alias(C.SIDE), *FACTOR_COLS)
                  .unionByName(items.select(F.lit(C.SIDE_ITEM).alias(C.SIDE), *FACTOR_COLS)))
     for attempt in range(1, retries + 1):
-        expected = _raw_meta(store)
-        now_meta = json.loads(expected)
+        head = store.head()
+        now_meta = head.meta
         new_meta = {**now_meta, **meta, **rebase_meta(now_meta, base_meta, model_mu, model_n)}
         rows = None
         rebased = written = 0
         if model is not None:
-            rows = rebase(store, model, base_version).localCheckpoint()
+            rows = rebase(store, model, base_version, head.version).localCheckpoint()
             counts = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("_rebased").cast("int")).alias("r")).first()
             written, rebased = int(counts["n"]), int(counts["r"] or 0)
             rows = rows.drop("_rebased")
         try:
-            store.merge(rows, meta=new_meta, expected_meta=expected, last_batch=int(now_meta.get("last_batch", -1)))
-            version = store.version()
+            version = store.commit(rows, meta=new_meta, head=head, last_batch=int(now_meta.get("last_batch", -1)),
+                                   label="dsgd-swap").version
             log.info("swap committed factors version %d (attempt %d, %d rows, %d rebased onto stream updates)",
                      version, attempt, written, rebased)
             return SwapResult(version=version, attempts=attempt, rows_written=written, rows_rebased=rebased,

@@ -292,8 +292,9 @@ def rollback(spark: SparkSession, cfg: Config, *, version: int | None = None, ti
              ) -> dict[str, Any]:
     """Restore the ``factors`` table (factors + model metadata) to an earlier Delta version or timestamp.
 
-    The restore is a new commit (history is kept, a rollback can itself be rolled back). Run it with the
-    stream stopped, or accept that the stream continues from the restored model.
+    The restore is a new commit (history is kept, a rollback can itself be rolled back), a compare-and-swap
+    like every factor write: a stream batch computed from the replaced model is recomputed from the
+    restored one, and the stream continues from there.
 
     Example
     -------

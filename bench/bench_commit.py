@@ -61,17 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
         store.create(rank=a.rank, kind="implicit")
         store.write(factors_to_spark(spark, _rows(rng, a.users, 0, a.rank), a.rank),
                     factors_to_spark(spark, _rows(rng, a.items, 0, a.rank), a.rank), meta={}, batch_id=0)
-        raw = store.meta_raw()
+        head = store.head()
         merge_s, jobs = [], 0
         for b in range(1, a.batches + 1):
             u = factors_to_spark(spark, _rows(rng, a.rows, b * 3, a.rank), a.rank)
             i = factors_to_spark(spark, _rows(rng, a.rows, b, a.rank), a.rank)
             before = len(sc.statusTracker().getJobIdsForGroup(None))
             t0 = time.perf_counter()
-            store.write(u, i, meta={"batch": b}, batch_id=b, expected_meta=raw)
+            store.write(u, i, meta={"batch": b}, batch_id=b, expected=head)
             merge_s.append(time.perf_counter() - t0)
             jobs = len(sc.statusTracker().getJobIdsForGroup(None)) - before
-            raw = store.last_written_meta
+            head = store.last_written
         # the same rows appended with and without a transaction id (streaming.tables.append_once), alternating
         append_s: dict[bool, list[float]] = {True: [], False: []}
         append_jobs: dict[bool, int] = {}

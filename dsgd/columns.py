@@ -28,6 +28,7 @@ BIAS = "bias"
 COUNT = "count"  # events trained on this id (item popularity for side "i")
 LAST_BATCH = "last_batch"
 UPDATED_AT = "updated_at"
+MODEL_SEQ = "model_seq"  # the model commit that wrote this row version (latest per side + id is current)
 
 SIDE_USER = "u"
 SIDE_ITEM = "i"

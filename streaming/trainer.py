@@ -7,7 +7,8 @@ Per micro-batch (``process_batch``):
 2. evaluate the batch prequentially against the model as it was before the batch (``metrics``);
 3. load the touched factor rows (all item rows for implicit models: negatives are drawn from them),
    initialise new ids deterministically, run the stratified DSGD step for ``model.epochs`` epochs;
-4. write the changed rows and the model metadata in ONE Delta MERGE, skipped if the factors already
+4. write the changed rows and the model metadata in ONE Delta commit (an append of new row versions,
+   compare-and-swap on the model sequence, see ``dsgd.factor_store``), skipped if the factors already
    include this batch (replay after a crash); a divergent batch (non-finite or huge factors) is
    rejected: only the metadata moves, the model stays as it was, and an alert is recorded;
 5. append one ``metrics`` row; every ``stream.maintenance_every`` batches compact the factor table.
@@ -41,7 +42,7 @@ from pyspark.sql import functions as F
 
 from dsgd import columns as C
 from dsgd.config import Config
-from dsgd.factor_store import FactorStore, StaleModel
+from dsgd.factor_store import FactorStore, ModelHead, StaleModel
 from dsgd.hashing import id_key, mix_seed
 from dsgd.local import SideFactors, train_epochs, vector_matrix
 from dsgd.params import KernelParams, params_from_model_config
@@ -102,10 +103,15 @@ class ModelState:
     """The model as of factors-table ``version``: metadata, and (local engine) all factor rows."""
 
     version: int
+    seq: int  # the model commit sequence: the compare-and-swap token of the next write
     meta: dict
-    raw: str  # the metadata text as stored: the compare-and-swap token of the next write
+    raw: str  # the metadata text as stored
     users: SideFactors | None = None
     items: SideFactors | None = None
+
+    @property
+    def head(self) -> ModelHead:
+        return ModelHead(version=self.version, seq=self.seq, raw=self.raw)
 
 
 @dataclass
@@ -448,14 +454,15 @@ class StreamTrainer:
         if self._cache is not None and self._cache.version == version:
             return self._cache
         t = time.perf_counter()
-        raw = self.store.meta_raw()
-        meta = json.loads(raw)
+        head = self.store.head()
+        version, raw, meta = head.version, head.raw, head.meta
         if self.cfg.model.engine != "local":
-            return ModelState(version=version, meta=meta, raw=raw)
+            return ModelState(version=version, seq=head.seq, meta=meta, raw=raw)
         rank = self.cfg.model.rank
-        users = self.store.load(C.SIDE_USER).toPandas()
-        items = self.store.load(C.SIDE_ITEM).toPandas()
-        self._cache = ModelState(version=version, meta=meta, raw=raw, users=SideFactors.from_frame(users, rank),
+        users = self.store.load(C.SIDE_USER, version=version).toPandas()
+        items = self.store.load(C.SIDE_ITEM, version=version).toPandas()
+        self._cache = ModelState(version=version, seq=head.seq, meta=meta, raw=raw,
+                                 users=SideFactors.from_frame(users, rank),
                                  items=SideFactors.from_frame(items, rank))
         log.info("loaded the model at factors version %d: %d users, %d items (%.1fs)", version, len(users),
                  len(items), time.perf_counter() - t)
@@ -463,18 +470,17 @@ class StreamTrainer:
 
     def _commit(self, spark: SparkSession, state: ModelState, users: pd.DataFrame | None,
                 items: pd.DataFrame | None, meta: dict, batch_id: int, app: str) -> None:
-        """One MERGE of the changed rows + metadata; keep the driver cache only if the commit is ours."""
+        """One commit of the changed rows + metadata; keep the driver cache only if it is the next one."""
         self._await_appends(batch_id)  # events are in Delta before the factors that learnt from them
         force = state.meta.get("stream_id") != meta.get("stream_id", state.meta.get("stream_id"))
         rank = self.cfg.model.rank
         udf = factors_to_spark(spark, users, rank) if users is not None and len(users) else None
         idf = factors_to_spark(spark, items, rank) if items is not None and len(items) else None
         wrote = self.store.write(udf, idf, meta=meta, batch_id=batch_id, app_id=app, force=force,
-                                 expected_meta=state.raw)
-        new_version = self.store.version()
-        if wrote and state.version >= 0 and new_version == state.version + 1 and state.users is not None:
-            state.version = new_version
-            state.raw = self.store.last_written_meta or state.raw
+                                 expected=state.head)
+        last = self.store.last_written
+        if wrote and last is not None and last.version == state.version + 1 and state.users is not None:
+            state.version, state.seq, state.raw = last.version, last.seq, last.raw
             state.meta = json.loads(state.raw)
         else:
             self._cache = None
@@ -486,8 +492,9 @@ class StreamTrainer:
         meta = state.meta
         t = time.perf_counter()
         if state.users is None:  # spark engine: read the touched rows (all items for implicit)
-            users = self.store.load(C.SIDE_USER, ids=events.select(F.col(C.USER).alias(C.ID))).toPandas()
-            items = self.store.load(C.SIDE_ITEM).toPandas()
+            users = self.store.load(C.SIDE_USER, ids=events.select(F.col(C.USER).alias(C.ID)),
+                                    version=state.version).toPandas()
+            items = self.store.load(C.SIDE_ITEM, version=state.version).toPandas()
             su, si = SideFactors.from_frame(users, m.rank), SideFactors.from_frame(items, m.rank)
         else:
             su, si = state.users, state.items
@@ -591,7 +598,12 @@ class StreamTrainer:
 
     def _maintenance(self, spark: SparkSession) -> None:
         t = time.perf_counter()
-        self.store.compact()
+        try:
+            self.store.compact()
+        except StaleModel as exc:  # another writer kept committing: the next maintenance pass compacts
+            self._cache = None
+            log.warning("maintenance: compaction skipped, the model kept changing underneath (%s)", exc)
+            return
         self.store.vacuum(self.cfg.stream.vacuum_retention_hours)
         spark.catalog.clearCache()
         self._cache = None  # compaction made a new version: re-read (cheap) rather than guess

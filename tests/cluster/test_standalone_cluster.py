@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dsgd.factor_store import FactorStore
 from dsgd.kafka_broker import port_open
 from dsgd.standalone import (
     StandaloneCluster,
@@ -199,7 +200,7 @@ als_max_iter = 3           # the cluster path is under test here, not ALS conver
     assert m.rows == m.batches >= 2  # max_offsets_per_trigger = 800 over 1502 records
     assert (m.valid, m.bad) == (N_EVENTS, len(BAD))
 
-    factors = spark.read.format("delta").load(f"{warehouse}/factors")
+    factors = FactorStore(spark, f"{warehouse}/factors").current()
     sides = {r.side: r["count"] for r in factors.groupBy("side").count().collect()}
     assert sides["u"] == events["user"].nunique()
     assert sides["i"] == events["item"].nunique()

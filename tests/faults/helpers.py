@@ -35,6 +35,11 @@ def stream_cfg(cfg: Config, topic: str, root: Path, *, kafka: dict | None = None
 
 
 def table(spark, cfg: Config, name: str) -> pd.DataFrame:
+    """A table of the deployment; for ``factors`` the current model (one row per side + id)."""
+    if name == "factors":
+        from dsgd.factor_store import FactorStore
+
+        return FactorStore(spark, f"{cfg.app.warehouse}/factors").current().toPandas()
     return spark.read.format("delta").load(f"{cfg.app.warehouse}/{name}").toPandas()
 
 

@@ -38,7 +38,7 @@ def test_retrain_swap_concurrent_with_the_stream_keeps_every_batch_update(spark,
     other = spark.newSession()
     store = FactorStore(other, f"{live.app.warehouse}/factors")
     base = store.version()
-    snap = store.table(base).where(F.col(C.SIDE) != C.SIDE_META).localCheckpoint()
+    snap = store.current(base).where(F.col(C.SIDE) != C.SIDE_META).localCheckpoint()
     users = snap.where(F.col(C.SIDE) == C.SIDE_USER)
     items = snap.where(F.col(C.SIDE) == C.SIDE_ITEM)
     swaps: list = []

@@ -17,11 +17,12 @@ pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
 
 
 def _rows(spark, path, version=None):
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    df = reader.load(path).where("side != 'm'").toPandas()
+    df = FactorStore(spark, path).current(version).where("side != 'm'").toPandas()
     return df.sort_values(["side", "id"]).reset_index(drop=True)
+
+
+def _stored_rows(spark, path, version):
+    return spark.read.format("delta").option("versionAsOf", version).load(path).count()
 
 
 def test_compaction_reduces_files_and_vacuum_keeps_rollback_inside_the_retention_window(
@@ -33,16 +34,23 @@ def test_compaction_reduces_files_and_vacuum_keeps_rollback_inside_the_retention
     assert len(metrics(spark, c)) == 6
     path = f"{c.app.warehouse}/factors"
     hist = DeltaTable.forPath(spark, path).history().toPandas().sort_values("version")
-    opt = hist[hist["operation"] == "OPTIMIZE"]
-    assert len(opt) == 1, hist[["version", "operation"]]
-    v_opt = int(opt["version"].iloc[0])
-    files_before = len(spark.read.format("delta").option("versionAsOf", v_opt - 1).load(path).inputFiles())
+    # the compaction: a rewrite to one row per key (the model unchanged), then OPTIMIZE if files remain
+    # to bin-pack
+    compact = hist[hist["userMetadata"].fillna("").str.startswith("dsgd-compact")]
+    assert len(compact) == 1, hist[["version", "operation", "userMetadata"]]
+    v_c = int(compact["version"].iloc[0])
+    v_opt = v_c + 1 if (hist[hist["version"] == v_c + 1]["operation"] == "OPTIMIZE").any() else v_c
+    v_pre = v_c - 1
+    assert_same_factors(_rows(spark, path, v_pre), _rows(spark, path, v_opt), atol=0)
+    assert _stored_rows(spark, path, v_opt) == len(_rows(spark, path, v_opt)) + 1  # + the metadata row
+    assert _stored_rows(spark, path, v_pre) > _stored_rows(spark, path, v_opt)  # superseded versions dropped
+    files_before = len(spark.read.format("delta").option("versionAsOf", v_pre).load(path).inputFiles())
     files_after = len(spark.read.format("delta").option("versionAsOf", v_opt).load(path).inputFiles())
     assert files_after < files_before, (files_before, files_after)
 
     # a model version from before the compaction + vacuum (within the 1 h window): rollback is exact
-    merges = hist[(hist["operation"] == "MERGE") & (hist["version"] < v_opt)]
-    v_old = int(merges["version"].iloc[1])
+    writes = hist[hist["userMetadata"].fillna("").str.contains("-factors:") & (hist["version"] < v_opt)]
+    v_old = int(writes["version"].iloc[1])
     store = FactorStore(spark, path)
     old_rows, old_meta = _rows(spark, path, v_old), store.meta(v_old)
     assert len(old_rows) > 0
@@ -54,4 +62,4 @@ def test_compaction_reduces_files_and_vacuum_keeps_rollback_inside_the_retention
     # the window is what protects rollback: with 0 h retention the pre-compaction files are gone
     store.vacuum(0.0)
     with pytest.raises(Exception, match=r"(?i)(not found|does not exist|FileNotFound|DELTA_FILE)"):
-        _rows(spark, path, v_opt - 1)
+        _rows(spark, path, v_pre)

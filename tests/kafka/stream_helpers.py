@@ -53,8 +53,11 @@ def produce(bootstrap: str, topic: str, df: pd.DataFrame, bad: list[tuple[bytes 
     producer.close()
 
 
-def factors(spark, warehouse: str) -> pd.DataFrame:
-    df = spark.read.format("delta").load(f"{warehouse}/factors").where("side != 'm'").toPandas()
+def factors(spark, warehouse: str, version: int | None = None) -> pd.DataFrame:
+    """The current factor rows (one per side + id) of the model in ``warehouse``, sorted."""
+    from dsgd.factor_store import FactorStore
+
+    df = FactorStore(spark, f"{warehouse}/factors").current(version).where("side != 'm'").toPandas()
     return df.sort_values(["side", "id"]).reset_index(drop=True)
 
 

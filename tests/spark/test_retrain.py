@@ -306,6 +306,6 @@ def test_retrain_while_the_stream_commits_loses_no_batch_update(spark, base_conf
     assert meta["last_batch"] == n_batches and meta["stream_id"] == "s1"
     assert meta["blend_policy"] == "replace"
     # no row was lost or duplicated by the swap
-    keys = spark.read.format("delta").load(tables.factors).groupBy(C.SIDE, C.ID).count()
+    keys = store.current().groupBy(C.SIDE, C.ID).count()
     assert keys.where("count > 1").count() == 0
-    assert set(FACTOR_COLS) <= set(spark.read.format("delta").load(tables.factors).columns)
+    assert set(FACTOR_COLS) <= set(store.current().columns)

@@ -101,7 +101,7 @@ def test_dsgd_recommend_prints_json_top_k(spark, served, capsys):
 def test_rollback_restores_the_earlier_factors_exactly(spark, served):
     cfg, store = served
     v = store.version()
-    before = store.table(v).drop(C.UPDATED_AT).toPandas().sort_values([C.SIDE, C.ID]).reset_index(drop=True)
+    before = store.current(v).drop(C.UPDATED_AT, C.MODEL_SEQ).toPandas().sort_values([C.SIDE, C.ID]).reset_index(drop=True)
     changed = spark.createDataFrame([("u1", 0, [9.0, 9.0], 0.0, 7), ("u3", 0, [1.0, 1.0], 0.0, 1)],
                                     "id string, key long, vec array<float>, bias float, count long")
     store.write(changed, None, meta={"mu": 1.0}, batch_id=5)
@@ -109,7 +109,7 @@ def test_rollback_restores_the_earlier_factors_exactly(spark, served):
 
     out = rollback(spark, cfg, version=v)
     assert out["restored_from"] == v + 1 and out["factors_version"] == v + 2
-    after = store.table().drop(C.UPDATED_AT).toPandas().sort_values([C.SIDE, C.ID]).reset_index(drop=True)
+    after = store.current().drop(C.UPDATED_AT, C.MODEL_SEQ).toPandas().sort_values([C.SIDE, C.ID]).reset_index(drop=True)
     pd.testing.assert_frame_equal(after.drop(columns=[C.VEC]), before.drop(columns=[C.VEC]))
     assert [list(x) for x in after[C.VEC].dropna()] == [list(x) for x in before[C.VEC].dropna()]
     with pytest.raises(ValueError, match="does not exist"):
