@@ -119,7 +119,7 @@ def main() -> None:
             query.stop()
             res = [r for r in trainer.results if r.rows_in > 0]
             m = spark.read.format("delta").load(f"{home / 'wh'}/metrics").toPandas()
-            durations = m.loc[m["rows_in"] > 0, "seconds_total"].to_numpy()
+            durations = m[m["rows_in"] > 0].sort_values("batch_id")["seconds_total"].to_numpy()
             steady = res[1:] if len(res) > 2 else res
             steady_rows = sum(r.rows_in for r in steady)
             steady_time = sum(r.seconds_total for r in steady)
@@ -140,6 +140,9 @@ def main() -> None:
                 "batch_p50_s": round(float(np.percentile(durations, 50)), 2),
                 "batch_p95_s": round(float(np.percentile(durations, 95)), 2),
                 "batch_max_s": round(float(durations.max()), 2),
+                "batch_p95_after_first_s": round(float(np.percentile(durations[1:], 95)), 2) if len(durations) > 2
+                else None,
+                "batch_seconds": [round(float(x), 2) for x in durations],
                 "p95_below_trigger": bool(np.percentile(durations, 95) < interval),
                 "mean_rows_per_batch": round(float(m.loc[m["rows_in"] > 0, "rows_in"].mean()), 1),
                 "phase_means_s": {k: round(float(m[f"seconds_{k}"].mean()), 2)

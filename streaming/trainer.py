@@ -189,7 +189,7 @@ class StreamTrainer:
         self.results: list[BatchResult] = []
         self._lag_consumer: Any = None
         self._lag_retry_at = 0.0  # monotonic time before which the lag probe is not tried again
-        self._check_metrics = True  # the next batch may be a replay: look its metrics row up first
+        self._check_replay = True  # the next batch may be a replay: look its events and metrics rows up first
         self._cache: ModelState | None = None
         self._appends: tuple[threading.Thread, dict] | None = None
         m = cfg.model
@@ -213,7 +213,7 @@ class StreamTrainer:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=s.trigger_interval)
-        self._check_metrics = True
+        self._check_replay = True
         query = writer.start()
         self.stream_id = str(query.id)
         self._started.set()
@@ -279,7 +279,7 @@ class StreamTrainer:
             self._batch(spark, parsed, batch_id, stream_id, app, res, t0)
         except BaseException:
             self._cache = None  # never trust an in-memory model across a failed batch
-            self._check_metrics = True  # the batch may be retried after its metrics row was written
+            self._check_replay = True  # the batch may be retried after its events or metrics were written
             if self._appends is not None:
                 self._appends[0].join()
                 self._appends = None
@@ -307,7 +307,7 @@ class StreamTrainer:
 
         events = valid_events(parsed)
         res.seconds_parse = time.perf_counter() - t0
-        self._start_appends(parsed, events, res, batch_id, app)
+        self._start_appends(parsed, events, ev.iloc[:1], res, batch_id, app)
 
         ends = {f"{r.topic}:{r.partition}": int(r.hi) for r in offs.itertuples()}
         for attempt in range(1, self.STALE_RETRIES + 1):
@@ -351,11 +351,11 @@ class StreamTrainer:
         # Only the first batch after a (re)start can be a replay whose metrics row is already in; it is
         # looked up. Later batches are new: a plain append, without Delta's transaction-id lookup, which
         # costs a small append more than twice as much (0.40 s vs 0.15 s, bench/bench_commit.py).
-        if self._check_metrics and self._metrics_written(spark, stream_id, batch_id):
+        if self._check_replay and self._metrics_written(spark, stream_id, batch_id):
             log.info("batch %d: its metrics row is already in", batch_id)
         else:
             append_once(mrow, self.tables.metrics, app_id=f"{app}-metrics", version=batch_id, txn=False)
-        self._check_metrics = False
+        self._check_replay = False
         self._fault("after_metrics", batch_id)
         if batch_id > 0 and batch_id % cfg.stream.maintenance_every == 0:
             self._maintenance(spark)
@@ -375,17 +375,40 @@ class StreamTrainer:
             spark.read.format("delta").load(path)
             .where((F.col("stream_id") == stream_id) & (F.col("batch_id") == batch_id)).limit(1).collect())
 
-    def _start_appends(self, parsed: DataFrame, events: DataFrame, res: BatchResult, batch_id: int,
-                       app: str) -> None:
+    def _events_written(self, spark: SparkSession, first: pd.DataFrame) -> bool:
+        """Whether the batch whose first valid event is ``first`` is already in ``events`` (a replay after
+        a crash): that event, found by its stream position (``seq`` = partition, offset), user, item
+        and time; Delta's file statistics on ``seq`` keep the lookup to a file or two."""
+        from delta.tables import DeltaTable
+
+        path = self.tables.events
+        if not DeltaTable.isDeltaTable(spark, path):
+            return False
+        e = first.iloc[0]
+        cond = ((F.col(C.SEQ) == int(e[C.SEQ])) & (F.col(C.TS) == int(e[C.TS])) & (F.col(C.USER) == str(e[C.USER]))
+                & (F.col(C.ITEM) == str(e[C.ITEM])))
+        return bool(spark.read.format("delta").load(path).where(cond).limit(1).collect())
+
+    def _start_appends(self, parsed: DataFrame, events: DataFrame, first: pd.DataFrame, res: BatchResult,
+                       batch_id: int, app: str) -> None:
         """Append the batch's events and quarantined records in a background thread: they overlap with
-        evaluation and training, and are joined (:meth:`_await_appends`) before the factor commit."""
+        evaluation and training, and are joined (:meth:`_await_appends`) before the factor commit.
+
+        Events go in as a plain append (without Delta's transaction-id lookup, ~0.3 s of state
+        reconstruction per commit): only the first batch after a (re)start can be a replay, and for it
+        the batch's first event is looked up first. Quarantined records (rare) keep the transactional
+        append."""
         box: dict[str, Any] = {}
+        check = self._check_replay
+        spark = events.sparkSession
 
         def work() -> None:
             try:
-                if res.rows_valid:
+                if res.rows_valid and not (check and self._events_written(spark, first)):
                     append_once(events, self.tables.events, app_id=f"{app}-events", version=batch_id,
-                                partition_by=EVENTS_PARTITION)
+                                partition_by=EVENTS_PARTITION, txn=False)
+                elif res.rows_valid:
+                    log.info("batch %d: its events are already in", batch_id)
                 if res.rows_quarantined:
                     append_once(quarantined(parsed).withColumn("batch_id", F.lit(batch_id).cast("long"))
                                 .withColumn("quarantined_at", F.current_timestamp()),
