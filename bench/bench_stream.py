@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=5_000)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--maintenance-every", type=int, default=None,
+                    help="stream.maintenance_every (compaction + VACUUM every N batches; default: the config's)")
     ap.add_argument("--preload", action="store_true",
                     help="produce everything first; batches capped at rate x trigger (see above)")
     args = ap.parse_args()
@@ -91,6 +93,7 @@ def main() -> None:
                 f'kafka.bootstrap_servers="{broker.bootstrap}"', 'kafka.starting_offsets="earliest"',
                 f'stream.trigger_interval="{args.trigger}"', f'model.engine="{args.engine}"',
                 "model.negatives=10", "stream.eval_max_events=5000",
+                *([f"stream.maintenance_every={args.maintenance_every}"] if args.maintenance_every else []),
                 *([f"kafka.max_offsets_per_trigger={int(args.rate * float(args.trigger.split()[0]))}"]
                   if args.preload else [])])
             spark = build_session(cfg)
