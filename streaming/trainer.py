@@ -470,9 +470,9 @@ class StreamTrainer:
 
     # ---- model state ----------------------------------------------------------------------------
     def _state(self, spark: SparkSession) -> ModelState:
-        """The model as the factors table holds it now: cached in the driver for the local engine
-        (re-read when the table's version is not the one this trainer last wrote), metadata only for
-        the Spark engine (which reads the touched rows itself)."""
+        """The model as the factors table holds it now, cached in the driver (re-read when the table's
+        version is not the one this trainer last wrote): every factor row for the local engine, the head
+        (metadata, commit sequence) only for the Spark engine, which reads the touched rows itself."""
         version = self.store.version()
         if self._cache is not None and self._cache.version == version:
             return self._cache
@@ -480,7 +480,8 @@ class StreamTrainer:
         head = self.store.head()
         version, raw, meta = head.version, head.raw, head.meta
         if self.cfg.model.engine != "local":
-            return ModelState(version=version, seq=head.seq, meta=meta, raw=raw)
+            self._cache = ModelState(version=version, seq=head.seq, meta=meta, raw=raw)
+            return self._cache
         rank = self.cfg.model.rank
         users = self.store.load(C.SIDE_USER, version=version).toPandas()
         items = self.store.load(C.SIDE_ITEM, version=version).toPandas()
@@ -502,7 +503,7 @@ class StreamTrainer:
         wrote = self.store.write(udf, idf, meta=meta, batch_id=batch_id, app_id=app, force=force,
                                  expected=state.head)
         last = self.store.last_written
-        if wrote and last is not None and last.version == state.version + 1 and state.users is not None:
+        if wrote and last is not None and last.version == state.version + 1:
             state.version, state.seq, state.raw = last.version, last.seq, last.raw
             state.meta = json.loads(state.raw)
         else:
