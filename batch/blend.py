@@ -45,7 +45,7 @@ from pyspark.sql import functions as F
 
 from dsgd import columns as C
 from dsgd.config import Config
-from dsgd.factor_store import FactorStore, StaleModel, conflict_name, is_write_conflict
+from dsgd.factor_store import FactorStore, ModelHead, StaleModel
 from dsgd.hashing import mix_seed
 from dsgd.local import SideFactors, train_epochs
 from dsgd.params import KernelParams, params_from_model_config
@@ -249,8 +249,8 @@ def swap(spark: SparkSession, store: FactorStore, users: DataFrame | None, items
     if users is not None and items is not None:
         model = (users.select(F.lit(C.SIDE_USER).alias(C.SIDE), *FACTOR_COLS)
                  .unionByName(items.select(F.lit(C.SIDE_ITEM).alias(C.SIDE), *FACTOR_COLS)))
-    for attempt in range(1, retries + 1):
-        head = store.head()
+
+    def attempt(head: ModelHead, n: int) -> SwapResult:
         now_meta = head.meta
         new_meta = {**now_meta, **meta, **rebase_meta(now_meta, base_meta, model_mu, model_n)}
         rows = None
@@ -260,19 +260,15 @@ def swap(spark: SparkSession, store: FactorStore, users: DataFrame | None, items
             counts = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("_rebased").cast("int")).alias("r")).first()
             written, rebased = int(counts["n"]), int(counts["r"] or 0)
             rows = rows.drop("_rebased")
-        try:
-            version = store.commit(rows, meta=new_meta, head=head, last_batch=int(now_meta.get("last_batch", -1)),
-                                   label="dsgd-swap").version
-            log.info("swap committed factors version %d (attempt %d, %d rows, %d rebased onto stream updates)",
-                     version, attempt, written, rebased)
-            return SwapResult(version=version, attempts=attempt, rows_written=written, rows_rebased=rebased,
-                              seconds=time.perf_counter() - t0)
-        except StaleModel as exc:
-            log.warning("swap attempt %d: %s; rebasing again", attempt, exc)
-        except Exception as exc:
-            if not is_write_conflict(exc):
-                raise
-            log.warning("swap attempt %d: write conflict (%s); rebasing again", attempt, conflict_name(exc))
-        time.sleep(min(0.2 * attempt, 2.0))
-    raise RuntimeError(f"the swap did not commit after {retries} attempts (the stream kept committing); "
-                       "raise retrain.swap_retries")
+        version = store.commit(rows, meta=new_meta, head=head, last_batch=int(now_meta.get("last_batch", -1)),
+                               label="dsgd-swap").version
+        log.info("swap committed factors version %d (attempt %d, %d rows, %d rebased onto stream updates)",
+                 version, n, written, rebased)
+        return SwapResult(version=version, attempts=n, rows_written=written, rows_rebased=rebased,
+                          seconds=time.perf_counter() - t0)
+
+    try:  # a lost race (the stream committed first) rebases onto the new model and tries again
+        return store.retry_stale(attempt, retries=retries - 1, what="swap")
+    except StaleModel as exc:
+        raise RuntimeError(f"the swap did not commit after {retries} attempts (the stream kept committing); "
+                           "raise retrain.swap_retries") from exc

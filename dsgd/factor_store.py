@@ -34,8 +34,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,6 +46,7 @@ from dsgd.config import ConfigError
 from dsgd.delta_conf import delta_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLE_SCHEMA = (f"{C.SIDE} string, {C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, "
                 f"{C.COUNT} long, {C.LAST_BATCH} long, {C.UPDATED_AT} timestamp, meta string, {C.MODEL_SEQ} long")
@@ -132,11 +134,6 @@ class FactorStore:
         self.path = path
         self.last_written: ModelHead | None = None  # the head this store's last successful write created
 
-    @property
-    def last_written_meta(self) -> str | None:
-        """Metadata text of this store's last successful write."""
-        return self.last_written.raw if self.last_written is not None else None
-
     # ---- lifecycle ------------------------------------------------------------------------------
     def exists(self) -> bool:
         from delta.tables import DeltaTable
@@ -222,17 +219,17 @@ class FactorStore:
             [(C.SIDE_META, META_ID, 0, None, None, None, batch_id, None, json.dumps(meta, sort_keys=True), seq)],
             TABLE_SCHEMA).withColumn(C.UPDATED_AT, F.current_timestamp())
 
-    def _meta_row(self, version: int | None = None) -> tuple[str, int]:
-        df = self.table(version).where((F.col(C.SIDE) == C.SIDE_META) & (F.col(C.ID) == META_ID))
+    def _meta_row(self, version: int | None = None, timestamp: str | None = None) -> tuple[str, int]:
+        df = self.table(version, timestamp).where((F.col(C.SIDE) == C.SIDE_META) & (F.col(C.ID) == META_ID))
         seq = F.coalesce(F.col(C.MODEL_SEQ), F.lit(-1).cast("long")) if C.MODEL_SEQ in df.columns else F.lit(-1)
         rows = df.select("meta", seq.alias("s")).orderBy(F.col("s").desc()).limit(1).collect()
         if not rows:
             raise RuntimeError(f"factors table at {self.path} has no metadata row")
         return rows[0].meta, int(rows[0].s)
 
-    def meta_raw(self, version: int | None = None) -> str:
+    def meta_raw(self, version: int | None = None, timestamp: str | None = None) -> str:
         """The metadata row's JSON text exactly as stored."""
-        return self._meta_row(version)[0]
+        return self._meta_row(version, timestamp)[0]
 
     def commit(self, rows: DataFrame | None, *, meta: dict[str, Any], head: ModelHead, last_batch: int,
                label: str = "dsgd", overwrite: bool = False) -> ModelHead:
@@ -313,49 +310,48 @@ class FactorStore:
             if df is not None:
                 part = df.select(F.lit(side).alias(C.SIDE), C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT)
                 rows = part if rows is None else rows.unionByName(part)
-        for attempt in range(retries + 1):
-            head = expected if expected is not None else self.head()
+
+        def attempt(head: ModelHead, _: int) -> bool:
             current = head.meta
             if not force and int(current.get("last_batch", -1)) >= batch_id:
                 log.info("batch %d already in the factors table (last_batch=%s): skipped", batch_id,
                          current.get("last_batch"))
                 return False
-            merged = {**current, **meta, "last_batch": batch_id}
-            try:
-                self.commit(rows, meta=merged, head=head, last_batch=batch_id, label=f"{app_id}-factors:{batch_id}")
-                return True
-            except StaleModel as exc:
-                if expected is not None or attempt == retries:
-                    raise
-                log.warning("factors write conflict (%s), retry %d/%d", exc, attempt + 1, retries)
-                time.sleep(0.2 * (attempt + 1))
-        return False
+            self.commit(rows, meta={**current, **meta, "last_batch": batch_id}, head=head, last_batch=batch_id,
+                        label=f"{app_id}-factors:{batch_id}")
+            return True
+
+        return self.retry_stale(attempt, retries=retries, what="factors write", head=expected)
 
     def rewrite(self, *, version: int | None = None, timestamp: str | None = None, meta: dict[str, Any] | None = None,
                 label: str = "dsgd-rewrite", retries: int = 5) -> ModelHead:
         """Replace the table with the current rows as of ``version``/``timestamp`` (default: now), one row
         per key, as the next model commit (compare-and-swap, retried when another writer wins)."""
-        for attempt in range(retries + 1):
-            head = self.head()
-            at = version if version is not None or timestamp is not None else head.version
-            rows = self.current(at, timestamp).where(F.col(C.SIDE) != C.SIDE_META)
-            new_meta = {**json.loads(self.meta_raw(at) if timestamp is None else self._meta_at(timestamp)),
-                        **(meta or {})}
-            try:
-                return self.commit(rows, meta=new_meta, head=head, last_batch=int(new_meta.get("last_batch", -1)),
-                                   label=label, overwrite=True)
-            except StaleModel as exc:
-                if attempt == retries:
-                    raise
-                log.warning("%s: %s; retry %d/%d", label, exc, attempt + 1, retries)
-                time.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
 
-    def _meta_at(self, timestamp: str) -> str:
-        rows = (self.current(timestamp=timestamp).where(F.col(C.SIDE) == C.SIDE_META).select("meta").collect())
-        if not rows:
-            raise RuntimeError(f"factors table at {self.path} has no metadata row at {timestamp}")
-        return rows[0].meta
+        def attempt(head: ModelHead, _: int) -> ModelHead:
+            at = version if version is not None or timestamp is not None else head.version
+            raw = head.raw if at == head.version and timestamp is None else self.meta_raw(at, timestamp)
+            new_meta = {**json.loads(raw), **(meta or {})}
+            rows = self.current(at, timestamp).where(F.col(C.SIDE) != C.SIDE_META)
+            return self.commit(rows, meta=new_meta, head=head, last_batch=int(new_meta.get("last_batch", -1)),
+                               label=label, overwrite=True)
+
+        return self.retry_stale(attempt, retries=retries, what=label)
+
+    def retry_stale(self, attempt: Callable[[ModelHead, int], T], *, retries: int, what: str,
+                    head: ModelHead | None = None) -> T:
+        """``attempt(head, n)`` (n = 1, 2, ...) from the latest head, run again from a fresh head each time
+        another writer won the race (:class:`StaleModel`), at most ``retries`` more times. With ``head``
+        given it runs once: the caller computed its rows from that head and must recompute them."""
+        for n in range(1, retries + 2):
+            try:
+                return attempt(head if head is not None else self.head(), n)
+            except StaleModel as exc:
+                if head is not None or n > retries:
+                    raise
+                log.warning("%s: %s; retry %d/%d", what, exc, n, retries)
+                time.sleep(min(0.2 * n, 2.0))
+        raise AssertionError("unreachable")
 
     # ---- maintenance ----------------------------------------------------------------------------
     def compact(self) -> None:

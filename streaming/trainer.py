@@ -368,26 +368,15 @@ class StreamTrainer:
                  res.seconds_total, " REPLAY" if res.replayed else "", f" ALERT {res.alert}" if res.alert else "")
 
     def _metrics_written(self, spark: SparkSession, stream_id: str, batch_id: int) -> bool:
-        from delta.tables import DeltaTable
-
-        path = self.tables.metrics
-        return DeltaTable.isDeltaTable(spark, path) and bool(
-            spark.read.format("delta").load(path)
-            .where((F.col("stream_id") == stream_id) & (F.col("batch_id") == batch_id)).limit(1).collect())
+        return _row_exists(spark, self.tables.metrics, (F.col("stream_id") == stream_id) & (F.col("batch_id") == batch_id))
 
     def _events_written(self, spark: SparkSession, first: pd.DataFrame) -> bool:
         """Whether the batch whose first valid event is ``first`` is already in ``events`` (a replay after
         a crash): that event, found by its stream position (``seq`` = partition, offset), user, item
         and time; Delta's file statistics on ``seq`` keep the lookup to a file or two."""
-        from delta.tables import DeltaTable
-
-        path = self.tables.events
-        if not DeltaTable.isDeltaTable(spark, path):
-            return False
         e = first.iloc[0]
-        cond = ((F.col(C.SEQ) == int(e[C.SEQ])) & (F.col(C.TS) == int(e[C.TS])) & (F.col(C.USER) == str(e[C.USER]))
-                & (F.col(C.ITEM) == str(e[C.ITEM])))
-        return bool(spark.read.format("delta").load(path).where(cond).limit(1).collect())
+        return _row_exists(spark, self.tables.events, (F.col(C.SEQ) == int(e[C.SEQ])) & (F.col(C.TS) == int(e[C.TS]))
+                           & (F.col(C.USER) == str(e[C.USER])) & (F.col(C.ITEM) == str(e[C.ITEM])))
 
     def _start_appends(self, parsed: DataFrame, events: DataFrame, first: pd.DataFrame, res: BatchResult,
                        batch_id: int, app: str) -> None:
@@ -648,6 +637,14 @@ def source_options(cfg: Config) -> dict[str, str]:
     for key, value in k.options.items():
         opts[key] = str(value).lower() if isinstance(value, bool) else str(value)
     return opts
+
+
+def _row_exists(spark: SparkSession, path: str, cond: Any) -> bool:
+    """Whether the Delta table at ``path`` exists and has a row matching ``cond``."""
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path) and bool(
+        spark.read.format("delta").load(path).where(cond).limit(1).collect())
 
 
 def _divergent(df: pd.DataFrame, rank: int, limit: float) -> str:
