@@ -91,7 +91,7 @@ build_dist() {
   "$VENV/bin/python" -m build --wheel --no-isolation --outdir dist . >/dev/null 2>&1 \
     || "$VENV/bin/python" -m build --wheel --no-isolation --outdir dist .
   rm -rf build ./*.egg-info
-  "$VENV/bin/python" -c 'from dsgd.standalone import build_pyfiles_zip; build_pyfiles_zip(".", "dist/dsgd_pyfiles.zip")' 
+  "$VENV/bin/python" -c 'from dsgd.ops.packaging import build_pyfiles_zip; build_pyfiles_zip(".", "dist/dsgd_pyfiles.zip")' 
   echo "$want" > "$stamp"
 }
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from dsgd.cli import command
-from dsgd.config import Config, ConfigError
+from dsgd.cli.registry import command
+from dsgd.core.config import Config, ConfigError
 
 
 def _retrain_cfg(args: argparse.Namespace, cfg: Config):
@@ -64,7 +64,7 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
 @command("recommend", "print the top-K items of one user as JSON", _recommend_args)
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
     from batch.serving import recommend
-    from dsgd.session import build_session
+    from dsgd.store.session import build_session
 
     out = recommend(build_session(cfg), cfg, args.user, k=args.k, filter_seen=False if args.include_seen else None,
                     retrain=_retrain_cfg(args, cfg))
@@ -79,7 +79,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 @command("export", "top-K recommendations of every user -> Delta 'recommendations'", _export_args)
 def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     from batch.serving import export_top_k
-    from dsgd.session import build_session
+    from dsgd.store.session import build_session
 
     print(json.dumps(export_top_k(build_session(cfg), cfg, k=args.k, retrain=_retrain_cfg(args, cfg))))
     return 0
@@ -95,7 +95,7 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
          _rollback_args)
 def cmd_rollback(args: argparse.Namespace, cfg: Config) -> int:
     from batch.serving import rollback
-    from dsgd.session import build_session
+    from dsgd.store.session import build_session
 
     try:
         out = rollback(build_session(cfg), cfg, version=args.version, timestamp=args.timestamp)

@@ -42,11 +42,11 @@ from pyspark.sql import functions as F
 
 from batch.blend import FACTOR_COLS, replace_model, swap, warm_start_model
 from batch.retrain_config import RetrainConfig, implicit_prefs, retrain_config
-from dsgd import columns as C
-from dsgd.config import Config, ConfigError
-from dsgd.delta_conf import delta_settings
-from dsgd.factor_store import FactorStore
-from streaming.tables import Tables
+from dsgd.core import columns as C
+from dsgd.core.config import Config, ConfigError
+from dsgd.store.delta_settings import delta_settings
+from dsgd.store.factor_store import FactorStore
+from dsgd.store.tables import Tables
 
 log = logging.getLogger("dsgd.batch")
 
@@ -367,7 +367,7 @@ def run_retrain(spark: SparkSession, cfg: Config, *, as_of_ms: int, retrain: Ret
 def main(spark: SparkSession | None, cfg: Config, *, as_of: str | int | None = None,
          retrain: RetrainConfig | None = None) -> int:
     """Job entry (CLI and spark-submit): run the retrain, print its JSON result, return the exit code."""
-    from dsgd.session import build_session
+    from dsgd.store.session import build_session
 
     try:
         as_of_ms = parse_as_of(as_of)

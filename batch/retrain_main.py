@@ -13,7 +13,7 @@ import sys
 
 from batch.retrain import main as _retrain
 from batch.retrain_config import RetrainConfig
-from dsgd.config import Config
+from dsgd.core.config import Config
 
 
 def main(spark, cfg: Config, *, as_of: str | int | None = None, retrain: RetrainConfig | None = None) -> int:
@@ -22,6 +22,7 @@ def main(spark, cfg: Config, *, as_of: str | int | None = None, retrain: Retrain
 
 
 if __name__ == "__main__":
+    import batch.cli  # noqa: F401 - registers the command (no entry points under --py-files)
     from dsgd.cli import main as cli_main
 
     sys.exit(cli_main(["retrain", *sys.argv[1:]]))

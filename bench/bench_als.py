@@ -37,14 +37,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsgd.config import load_config  # noqa: E402
-from dsgd.hashing import id_key  # noqa: E402
-from dsgd.loaders import load_dataset  # noqa: E402
-from dsgd.local import SideFactors, train_epochs  # noqa: E402
-from dsgd.metrics import rmse  # noqa: E402
-from dsgd.model import DSGD  # noqa: E402
-from dsgd.schedules import make_schedule  # noqa: E402
-from dsgd.session import build_session  # noqa: E402
+from dsgd.api import DSGD  # noqa: E402
+from dsgd.core.config import load_config  # noqa: E402
+from dsgd.core.factors import SideFactors
+from dsgd.core.hashing import id_key  # noqa: E402
+from dsgd.core.metrics import rmse  # noqa: E402
+from dsgd.core.schedules import make_schedule  # noqa: E402
+from dsgd.engines.local import train_epochs
+from dsgd.evaluation.loaders import load_dataset  # noqa: E402
+from dsgd.store.session import build_session  # noqa: E402
 
 DATA = Path("/work/shared/data")
 DATASETS = {"ml-100k": ("ml-100k", DATA / "ml-100k"), "ml-latest-small": ("ml-latest", DATA / "ml-latest-small")}

@@ -27,11 +27,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsgd.config import load_config  # noqa: E402
-from dsgd.factor_store import FactorStore  # noqa: E402
-from dsgd.session import build_session  # noqa: E402
-from dsgd.spark_engine import factors_to_spark  # noqa: E402
-from streaming.tables import append_once  # noqa: E402
+from dsgd.core.config import load_config  # noqa: E402
+from dsgd.engines.spark import factors_to_spark  # noqa: E402
+from dsgd.store.factor_store import FactorStore  # noqa: E402
+from dsgd.store.session import build_session  # noqa: E402
+from dsgd.store.tables import append_once  # noqa: E402
 
 
 def _rows(rng: np.random.Generator, n: int, offset: int, rank: int) -> pd.DataFrame:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_s.append(time.perf_counter() - t0)
             jobs = len(sc.statusTracker().getJobIdsForGroup(None)) - before
             head = store.last_written
-        # the same rows appended with and without a transaction id (streaming.tables.append_once), alternating
+        # the same rows appended with and without a transaction id (dsgd.store.tables.append_once), alternating
         append_s: dict[bool, list[float]] = {True: [], False: []}
         append_jobs: dict[bool, int] = {}
         for b in range(a.batches):

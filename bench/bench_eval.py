@@ -5,7 +5,7 @@ the full four-model run.
         --path ../shared/data/lastfm-1k/listens-first10pct.tsv --sizes 10,100,1000,10000,day
 
 Writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and ``speed.json`` to ``--out`` (default bench/out/eval).
-Without ``--path`` it runs on a synthetic stream (dsgd.synthetic.generate_stream).
+Without ``--path`` it runs on a synthetic stream (dsgd.evaluation.synthetic.generate_stream).
 """
 
 from __future__ import annotations
@@ -18,16 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsgd.evaluate_cli import write_sweep  # noqa: E402
-from dsgd.evaluation import (  # noqa: E402
-    parse_sizes,
-    prepare_stream,
-    run_prequential,
-    speed,
-    sweep_batch_sizes,
-)
-from dsgd.loaders import load_dataset  # noqa: E402
-from dsgd.synthetic import generate_stream  # noqa: E402
+from dsgd.evaluation.harness import parse_sizes, prepare_stream, run_prequential, speed, sweep_batch_sizes
+from dsgd.evaluation.loaders import load_dataset  # noqa: E402
+from dsgd.evaluation.report import write_sweep  # noqa: E402
+from dsgd.evaluation.synthetic import generate_stream  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,10 +34,10 @@ def main() -> int:
 
     from batch.retrain import run_retrain
     from batch.retrain_config import RetrainConfig
-    from dsgd import columns as C
-    from dsgd.config import load_config
-    from dsgd.loaders import load_dataset
-    from dsgd.session import build_session
+    from dsgd.core import columns as C
+    from dsgd.core.config import load_config
+    from dsgd.evaluation.loaders import load_dataset
+    from dsgd.store.session import build_session
 
     root = Path(tempfile.mkdtemp(prefix="bench_retrain_"))
     cfg = load_config(profile="local", overrides=[

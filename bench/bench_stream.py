@@ -74,10 +74,10 @@ def main() -> None:
                     help="produce everything first; batches capped at rate x trigger (see above)")
     args = ap.parse_args()
 
-    from dsgd.config import load_config
-    from dsgd.kafka_broker import KafkaBroker
-    from dsgd.session import build_session
-    from dsgd.synthetic import generate_stream, to_json_lines
+    from dsgd.core.config import load_config
+    from dsgd.evaluation.synthetic import generate_stream, to_json_lines
+    from dsgd.ops.kafka_broker import KafkaBroker
+    from dsgd.store.session import build_session
     from streaming.trainer import StreamTrainer
 
     home = Path(tempfile.mkdtemp(prefix="bench-stream-"))

@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dsgd.metrics import dcg_from_ranks, prequential_dcg
+from dsgd.core.factors import SideFactors
+from dsgd.core.hashing import id_key
+from dsgd.core.metrics import dcg_from_ranks, ranks_of_targets
+from dsgd.core.scoring import score_matrix
 
 
 def sample_events(events: pd.DataFrame, max_events: int, seed: int) -> pd.DataFrame:
@@ -27,38 +30,32 @@ def sample_events(events: pd.DataFrame, max_events: int, seed: int) -> pd.DataFr
     return events.iloc[pick]
 
 
-def evaluate_batch(events: pd.DataFrame, *, user_index: dict[str, np.ndarray], item_ids: np.ndarray,
-                   item_vecs: np.ndarray, item_bias: np.ndarray, item_count: np.ndarray, k: int,
-                   explicit: bool, mu: float = 0.0) -> dict[str, float]:
-    """Mean DCG@K of the model and of popularity on ``events`` (columns user, item).
+def evaluate_batch(events: pd.DataFrame, *, users: SideFactors, items: SideFactors, k: int,
+                   chunk: int = 4096) -> dict[str, float]:
+    """Mean DCG@K of the model and of popularity on ``events`` (columns user, item), scored by
+    :func:`dsgd.core.scoring.score_matrix` against the pre-batch factors ``users``/``items``.
 
-    ``user_index`` maps a known user id to (vector, bias). Returns ``dcg``, ``dcg_popularity``,
-    ``dcg_events`` (events scored) and ``dcg_known_users`` (share of events whose user had a vector).
+    Returns ``dcg``, ``dcg_popularity``, ``dcg_events`` (events scored) and ``dcg_known_users`` (share of
+    events whose user had a vector). The global mean of explicit models is left out: it shifts every
+    score alike and cannot change a rank.
     """
     n = len(events)
-    if n == 0 or len(item_ids) == 0:
-        return {"dcg": float("nan"), "dcg_popularity": float("nan"), "dcg_events": n, "dcg_known_users": 0.0}
-    pos = {iid: j for j, iid in enumerate(item_ids)}
-    targets = np.array([pos.get(i, -1) for i in events["item"]], dtype=np.int64)
-    known_item = targets >= 0
-    users = events["user"].to_numpy()
-    known_user = np.array([u in user_index for u in users], dtype=bool)
-    dcg = np.zeros(n)
-    pop_scores = item_count.astype(np.float32)[None, :]
-    # popularity for everyone (baseline), and for unknown users (fallback)
+    if n == 0 or len(items) == 0:
+        return {"dcg": float("nan"), "dcg_popularity": float("nan"), "dcg_events": 0, "dcg_known_users": 0.0}
+    targets = items.index_of(id_key(events["item"].to_numpy(object)))
+    urows = users.index_of(id_key(events["user"].to_numpy(object)))
+    known_item, known_user = targets >= 0, urows >= 0
+    pop = items.count.astype(np.float64)
     pop_ranks = np.zeros(n, dtype=np.int64)
-    if known_item.any():
-        t = targets[known_item]
-        higher = (pop_scores[0][None, :] > pop_scores[0][t][:, None]).sum(axis=1)
-        pop_ranks[known_item] = 1 + higher
+    t = targets[known_item]
+    pop_ranks[known_item] = 1 + np.searchsorted(np.sort(-pop), -pop[t], side="left")  # items scoring higher
     pop_dcg = dcg_from_ranks(pop_ranks, k)
-    sel = known_item & known_user
-    if sel.any():
-        uv = np.stack([user_index[u][0] for u in users[sel]]).astype(np.float32)
-        ub = np.array([user_index[u][1] for u in users[sel]], dtype=np.float32) if explicit else None
-        dcg[sel] = prequential_dcg(uv, item_vecs.astype(np.float32), targets[sel], k=k,
-                                   user_bias=ub, item_bias=item_bias.astype(np.float32) if explicit else None)
-    cold = known_item & ~known_user
-    dcg[cold] = pop_dcg[cold]
+    dcg = pop_dcg.copy()  # unknown users get the popularity fallback; an unknown item scores 0 either way
+    sel = np.flatnonzero(known_item & known_user)
+    for lo in range(0, len(sel), chunk):
+        rows = sel[lo:lo + chunk]
+        scores = score_matrix(users.vec[urows[rows]], items.vec, user_bias=users.bias[urows[rows]],
+                              item_bias=items.bias, dtype=np.float32)
+        dcg[rows] = dcg_from_ranks(ranks_of_targets(scores, targets[rows]), k)
     return {"dcg": float(dcg.mean()), "dcg_popularity": float(pop_dcg.mean()), "dcg_events": int(n),
             "dcg_known_users": float(known_user.mean())}

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
+from dsgd.core import columns as C
 
 MAX_VALUE_BYTES = 1 << 20
 MAX_ID_CHARS = 512

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from dsgd import columns as C
-from dsgd.synthetic import to_json_lines
+from dsgd.core import columns as C
+from dsgd.evaluation.synthetic import to_json_lines
 
 log = logging.getLogger("dsgd.produce")
 

@@ -22,7 +22,7 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 @pytest.fixture(scope="session")
 def base_config(tmp_path_factory):
-    from dsgd.config import load_config
+    from dsgd.core.config import load_config
 
     root = tmp_path_factory.mktemp("dsgd")
     return load_config(profile="local", overrides=[
@@ -35,7 +35,7 @@ def base_config(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark(base_config):
-    from dsgd.session import build_session
+    from dsgd.store.session import build_session
 
     session = build_session(base_config)
     yield session
@@ -45,7 +45,7 @@ def spark(base_config):
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     """A real single-node KRaft broker on 127.0.0.1, free ports, stopped by PID at the end."""
-    from dsgd.kafka_broker import KafkaBroker, pid_alive, port_open
+    from dsgd.ops.kafka_broker import KafkaBroker, pid_alive, port_open
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), port=0, heap="384m")
     broker.start()

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from dsgd.factor_store import FactorStore
-from dsgd.kafka_broker import port_open
-from dsgd.standalone import (
+from dsgd.ops.kafka_broker import port_open
+from dsgd.ops.packaging import build_pyfiles_zip
+from dsgd.ops.standalone import (
     StandaloneCluster,
-    build_pyfiles_zip,
     listening_ports,
     process_tree,
     spark_jars,
     spark_submit_command,
     stop_pids,
 )
+from dsgd.store.factor_store import FactorStore
 from tests.kafka.stream_helpers import known_stream, produce
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
@@ -46,16 +46,16 @@ from pyspark.sql import SparkSession
 
 def origins(_):
     import batch.retrain
-    import dsgd.kernel
+    import dsgd.core.kernel
     import streaming.trainer
 
-    yield json.dumps({"dsgd": dsgd.kernel.__file__, "streaming": streaming.trainer.__file__,
+    yield json.dumps({"dsgd": dsgd.core.kernel.__file__, "streaming": streaming.trainer.__file__,
                       "batch": batch.retrain.__file__})
 
 
 spark = SparkSession.builder.appName("dsgd-probe").getOrCreate()
-from dsgd.config import load_config  # noqa: E402
-from dsgd.paths import conf_dir  # noqa: E402
+from dsgd.core.config import load_config  # noqa: E402
+from dsgd.core.paths import conf_dir  # noqa: E402
 
 cfg = load_config(profile="local")
 executors = spark.sparkContext.parallelize(range(4), 4).mapPartitions(origins).collect()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from dsgd.config import Config
+from dsgd.core.config import Config
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import REFERENCE_BATCH, REFERENCE_EVENTS, REFERENCE_SEED, metrics, stream_cfg
 from tests.kafka.stream_helpers import known_stream, produce

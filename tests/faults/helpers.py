@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dsgd.config import Config
+from dsgd.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -37,7 +37,7 @@ def stream_cfg(cfg: Config, topic: str, root: Path, *, kafka: dict | None = None
 def table(spark, cfg: Config, name: str) -> pd.DataFrame:
     """A table of the deployment; for ``factors`` the current model (one row per side + id)."""
     if name == "factors":
-        from dsgd.factor_store import FactorStore
+        from dsgd.store.factor_store import FactorStore
 
         return FactorStore(spark, f"{cfg.app.warehouse}/factors").current().toPandas()
     return spark.read.format("delta").load(f"{cfg.app.warehouse}/{name}").toPandas()
@@ -112,7 +112,7 @@ def write_conf(path: Path, cfg: Config, sections: Iterable[str] = ("app", "kafka
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGD_FAULT")}
+    env = dict(os.environ)
     env.update(PYSPARK_PYTHON=PYTHON, PYSPARK_DRIVER_PYTHON=PYTHON, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra)
@@ -120,13 +120,14 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 class CliRun:
-    """``python -m dsgd <args>`` in a subprocess; stderr is collected line by line (and can be watched)."""
+    """``python -m dsgd <args>`` (or another ``module``) in a subprocess; stderr is collected line by line
+    (and can be watched)."""
 
     def __init__(self, args: list[str], *, env: dict[str, str] | None = None,
-                 on_line: Callable[[CliRun, str], None] | None = None) -> None:
+                 on_line: Callable[[CliRun, str], None] | None = None, module: str = "dsgd") -> None:
         self.lines: list[str] = []
         self.on_line = on_line
-        self.proc = subprocess.Popen([PYTHON, "-m", "dsgd", *args], cwd=ROOT, env=env or cli_env(),
+        self.proc = subprocess.Popen([PYTHON, "-m", module, *args], cwd=ROOT, env=env or cli_env(),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)

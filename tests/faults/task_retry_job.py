@@ -2,8 +2,11 @@
 
     python tests/faults/task_retry_job.py OUT.npz [MASTER]
 
-Run with ``DSGD_FAIL_FIRST_ATTEMPT=1`` and master ``local[2,3]`` (task retries on) the first attempt of
-every DSGD task raises; the retried attempts must give exactly the factors of a run without failures.
+With a marker folder and master ``local[2,3]`` (task retries on), :func:`fail_first_run` is passed to
+the engine as its task hook: the first run of every DSGD task raises; the retried attempts must give
+exactly the factors of a run without failures.
+
+    python tests/faults/task_retry_job.py OUT.npz MASTER MARKER_DIR
 """
 
 from __future__ import annotations
@@ -16,13 +19,33 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def fit_factors(spark) -> dict:
+def fail_first_run(marker_dir: str):
+    """A task hook failing the first run of each task. A shuffle-stage task fails at attempt 0; a re-run
+    barrier stage keeps its stage id and starts its tasks at attempt 0 again, so its first run is
+    remembered by a marker file per (stage, task)."""
+    import os
+
+    def hook(ctx, exchange: str) -> None:
+        if exchange == "shuffle":
+            if ctx.attemptNumber() == 0:
+                raise RuntimeError(f"injected failure of partition {ctx.partitionId()} stage {ctx.stageId()} attempt 0")
+            return
+        marker = os.path.join(marker_dir, f"barrier-stage{ctx.stageId()}-task{ctx.partitionId()}")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"injected failure of barrier task {ctx.partitionId()} stage {ctx.stageId()} "
+                               "(first run)")
+
+    return hook
+
+
+def fit_factors(spark, task_hook=None) -> dict:
     """An explicit fit (2 epochs x 2 strata) with the Spark engine, once per exchange (one barrier stage;
     four shuffle stages); arrays keyed by name."""
     import numpy as np
 
-    from dsgd.model import DSGD
-    from dsgd.synthetic import generate_stream
+    from dsgd.api import DSGD
+    from dsgd.evaluation.synthetic import generate_stream
 
     out = {}
     for exchange in ("barrier", "shuffle"):
@@ -30,7 +53,7 @@ def fit_factors(spark) -> dict:
         df = spark.createDataFrame(pdf[["user", "item", "rating", "ts"]])
         est = DSGD(rank=8, kind="explicit", lr=0.02, reg=0.01, epochs=2, blocks=2, negatives=3, seed=7,
                    engine="spark", spark_exchange=exchange)
-        model = est.fit(df)
+        model = est.fit(df, task_hook=task_hook)
         for side in ("user", "item"):
             ids = np.asarray(getattr(model, f"{side}_ids")).astype(str)
             order = np.argsort(ids, kind="stable")
@@ -45,14 +68,14 @@ def fit_factors(spark) -> dict:
 def main(argv: list[str]) -> int:
     import numpy as np
 
-    from dsgd.config import load_config
-    from dsgd.session import build_session
+    from dsgd.core.config import load_config
+    from dsgd.store.session import build_session
 
-    out, master = argv[0], argv[1] if len(argv) > 1 else "local[2,3]"
+    out, master, marker_dir = argv[0], argv[1], argv[2]
     cfg = load_config(profile="local", overrides=[f'spark.master="{master}"', 'spark.driver_memory="1g"'])
     spark = build_session(cfg)
     try:
-        np.savez(out, **fit_factors(spark))
+        np.savez(out, **fit_factors(spark, fail_first_run(marker_dir)))
     finally:
         spark.stop()
     return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import types
 
 import pytest
 
 from dsgd import cli
+from streaming.lag import LagProbe
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import (
     delete_records,
@@ -84,7 +86,7 @@ def test_regression_stream_failure_log_names_the_cause_not_a_stack_frame(caplog)
             pass
 
     trainer = StreamTrainer.__new__(StreamTrainer)
-    trainer._lag_consumer = None
+    trainer.ctx = types.SimpleNamespace(lag=LagProbe("127.0.0.1:9"))
     trainer.start = _Query  # type: ignore[method-assign]
     caplog.set_level(logging.ERROR, logger="dsgd.stream")
     assert trainer.run() == 1

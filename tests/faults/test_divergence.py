@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from dsgd.factor_store import FactorStore
-from dsgd.synthetic import generate_stream
+from dsgd.evaluation.synthetic import generate_stream
+from dsgd.store.factor_store import FactorStore
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import explicit_values, metrics, produce_raw, stream_cfg, table
 from tests.kafka.stream_helpers import assert_same_factors, factors

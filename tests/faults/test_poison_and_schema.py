@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from dsgd.config import ConfigError
-from dsgd.synthetic import generate_stream
+from dsgd.evaluation.synthetic import generate_stream
+from dsgd.store.errors import IncompatibleTable
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import explicit_values, metrics, produce_raw, stream_cfg, table, write_conf
 
@@ -137,9 +137,9 @@ def test_factor_table_of_another_rank_is_refused_at_start_up(spark, kafka_broker
 
     c = stream_cfg(cfg, topic, tmp_path, rank=8)
     StreamTrainer(spark, c)  # creates the factors table with rank 8
-    with pytest.raises(ConfigError, match=r"model\.rank is 12 .*rank 8"):
+    with pytest.raises(IncompatibleTable, match=r"model\.rank is 12 .*rank 8"):
         StreamTrainer(spark, c.replace(model={"rank": 12}))
-    with pytest.raises(ConfigError, match=r"model\.kind"):
+    with pytest.raises(IncompatibleTable, match=r"model\.kind"):
         StreamTrainer(spark, c.replace(model={"kind": "explicit"}))
 
     conf = write_conf(tmp_path / "stream.toml", c)

@@ -1,4 +1,5 @@
-"""Item 3: SIGKILL and SIGTERM of a ``python -m dsgd stream`` process mid-stream, then restarts of the
+"""Item 3: SIGKILL and SIGTERM of a ``python -m dsgd stream`` process (the SIGKILL from a fault hook,
+:mod:`tests.faults.faulty_stream`) mid-stream, then restarts of the
 same command, give the factors of a fault-free run with every batch recorded once."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-from tests.faults.helpers import REFERENCE_BATCH, CliRun, cli_env, metrics, stream_cfg, table, write_conf
+from tests.faults.helpers import REFERENCE_BATCH, CliRun, metrics, stream_cfg, table, write_conf
 from tests.kafka.stream_helpers import assert_same_factors, factors, produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
@@ -28,7 +29,7 @@ def test_sigkill_and_sigterm_of_the_trainer_process_then_restart_equal_the_fault
            "--set", 'spark.driver_memory="1g"', "--set", "spark.shuffle_partitions=2"]
 
     # 1. SIGKILL right after batch 2's factors are committed (before its metrics and Spark's commit log)
-    run = CliRun(cmd, env=cli_env(DSGD_FAULT="after_factors:2", DSGD_FAULT_MODE="kill"))
+    run = CliRun(["after_factors:2", "kill", *cmd[1:]], module="tests.faults.faulty_stream")
     assert run.wait(400) == -signal.SIGKILL, run.text[-3000:]
     m = metrics(spark, crash)
     assert sorted(m["batch_id"]) == [0, 1]

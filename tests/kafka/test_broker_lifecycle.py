@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsgd.kafka_broker import BrokerError, KafkaBroker, pid_alive, port_open
+from dsgd.ops.kafka_broker import BrokerError, KafkaBroker, pid_alive, port_open
 
 pytestmark = pytest.mark.kafka
 
@@ -37,7 +37,7 @@ def test_stop_by_pid_file_from_another_manager(tmp_path):
 
 
 def test_cluster_id_never_starts_with_a_dash_which_the_storage_tool_would_parse_as_an_option():
-    from dsgd.kafka_broker import _cluster_id
+    from dsgd.ops.kafka_broker import _cluster_id
 
     ids = [_cluster_id() for _ in range(3000)]  # without the guard ~47 of them would start with "-"
     assert not [c for c in ids if c.startswith("-")]

@@ -11,8 +11,9 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
-from dsgd.factor_store import FactorStore, StaleModel
+from dsgd.core import columns as C
+from dsgd.store.errors import StaleModel
+from dsgd.store.factor_store import FactorStore
 
 pytestmark = pytest.mark.spark
 

@@ -12,9 +12,9 @@ from pyspark.sql import functions as F
 from batch.blend import swap
 from batch.retrain import write_snapshot
 from batch.serving import export_top_k, recommend, rollback
-from dsgd import columns as C
-from dsgd.factor_store import FactorStore
-from streaming.tables import Tables
+from dsgd.core import columns as C
+from dsgd.store.factor_store import FactorStore
+from dsgd.store.tables import Tables
 
 pytestmark = pytest.mark.spark
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsgd.columns import ITEM, RATING, SEQ, TS, USER
-from dsgd.evaluation import (
+from dsgd.core.columns import ITEM, RATING, SEQ, TS, USER
+from dsgd.core.metrics import EXCLUSION_MODES, ranks_of_targets
+from dsgd.evaluation.harness import (
     cut_batches,
     evaluate,
     grid_search,
@@ -20,9 +21,8 @@ from dsgd.evaluation import (
     summary_table,
     sweep_batch_sizes,
 )
-from dsgd.evaluation_models import EvalParams, expand_models
-from dsgd.metrics import EXCLUSION_MODES, ranks_of_targets
-from dsgd.synthetic import generate_stream
+from dsgd.evaluation.models import EvalParams, expand_models
+from dsgd.evaluation.synthetic import generate_stream
 
 DAY = 86_400_000
 T0 = 1_600_000_000_000 // DAY * DAY

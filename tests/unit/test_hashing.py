@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from dsgd.hashing import (
+from dsgd.core.hashing import (
     block_of,
     id_key,
     init_vector_py,

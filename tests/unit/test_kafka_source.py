@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
-import types
 
-import pandas as pd
-
-from dsgd.config import load_config
-from streaming.trainer import LAG_RETRY_S, SOURCE_DEFAULTS, StreamTrainer, source_options
+from dsgd.core.config import load_config
+from streaming.lag import LAG_RETRY_S, LagProbe
+from streaming.source import SOURCE_DEFAULTS, source_options
 
 
 def test_kafka_options_reach_the_source_and_win_over_its_defaults():
@@ -27,11 +25,11 @@ def test_a_failed_lag_probe_rests_instead_of_delaying_every_batch():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = load_config(overrides=[f'kafka.bootstrap_servers="127.0.0.1:{port}"'])
-    probe = types.SimpleNamespace(cfg=cfg, _lag_consumer=None, _lag_retry_at=0.0)
-    offs = pd.DataFrame({"topic": ["t"], "partition": [0], "hi": [5]})
-    assert StreamTrainer._lag(probe, offs) == -1
-    assert probe._lag_retry_at >= time.monotonic() + LAG_RETRY_S - 60
+    probe = LagProbe(f"127.0.0.1:{port}")
+    offs = {"t:0": [0, 5]}
+    assert probe.lag(offs) == -1
+    assert probe._retry_at >= time.monotonic() + LAG_RETRY_S - 60
     t0 = time.monotonic()
-    assert StreamTrainer._lag(probe, offs) == -1
+    assert probe.lag(offs) == -1
     assert time.monotonic() - t0 < 0.5
+    probe.close()

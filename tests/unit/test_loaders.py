@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsgd.columns import ITEM, RATING, SEQ, TS, USER
-from dsgd.loaders import DATASETS, load_dataset, load_lastfm_1k
+from dsgd.core.columns import ITEM, RATING, SEQ, TS, USER
+from dsgd.evaluation.loaders import DATASETS, load_dataset, load_lastfm_1k
 
 COLUMNS = [USER, ITEM, RATING, TS, SEQ]
 

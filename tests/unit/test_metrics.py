@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsgd.metrics import (
+from dsgd.core.metrics import (
     dcg_at_k,
     dcg_from_ranks,
     mae,

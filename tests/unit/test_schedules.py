@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dsgd.schedules import make_schedule, schedule_from_state
+from dsgd.core.schedules import make_schedule, schedule_from_state
 
 
 def test_constant():

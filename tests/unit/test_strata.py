@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsgd.strata import strata_schedule, stratum_blocks
+from dsgd.core.strata import strata_schedule, stratum_blocks
 
 
 @pytest.mark.parametrize("order", ["rotation", "permutation"])

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsgd.columns import ITEM, RATING, SEQ, TS, USER
-from dsgd.metrics import prequential_dcg
-from dsgd.synthetic import generate_stream, planted_ratings, stream_truth, to_json_lines
+from dsgd.core.columns import ITEM, RATING, SEQ, TS, USER
+from dsgd.core.metrics import prequential_dcg
+from dsgd.evaluation.synthetic import generate_stream, planted_ratings, stream_truth, to_json_lines
 
 
 def _idx(ids: pd.Series) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""The score of an item for a user, and the top-K of a score row: one definition for every reader.
+
+``score = mu + b_u + b_i + p_u . q_i``, where ``mu`` (the global mean) is used by explicit models only
+and the biases by models that learnt them. The estimator's ``predict``/``recommend``, the server, the
+top-K export, the evaluation harness and the stream's prequential evaluation all call
+:func:`score_matrix` (or :func:`score_pairs`) and :func:`top_k`, so what is measured is what is served.
+
+Precision: the factors are float32; ``dtype=np.float64`` (the default) accumulates the dot products
+in double, as ``predict`` has always done; the harness passes ``np.float32`` for speed (ranks of the
+prequential evaluation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def score_matrix(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.ndarray | None = None,
+                 item_bias: np.ndarray | None = None, mu: float = 0.0, dtype: type = np.float64) -> np.ndarray:
+    """Scores of every item for every user: ``[n_users, n_items]`` in ``dtype``.
+
+    Parameters
+    ----------
+    user_vec : float [n_users, rank]
+    item_vec : float [n_items, rank]
+    user_bias, item_bias : float [n_users], [n_items], optional
+        Left out (zero) for models without biases.
+    mu : float
+        Global mean (explicit models; 0 for implicit ones).
+    """
+    s = np.asarray(user_vec, dtype) @ np.asarray(item_vec, dtype).T
+    if item_bias is not None:
+        s += np.asarray(item_bias, dtype)[None, :]
+    if user_bias is not None:
+        s += np.asarray(user_bias, dtype)[:, None]
+    if mu:
+        s += dtype(mu)
+    return s
+
+
+def score_pairs(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.ndarray | None = None,
+                item_bias: np.ndarray | None = None, mu: float = 0.0) -> np.ndarray:
+    """float64 scores of aligned (user, item) rows: ``user_vec[n] . item_vec[n] (+ biases + mu)``."""
+    s = np.einsum("ij,ij->i", np.asarray(user_vec, np.float64), np.asarray(item_vec, np.float64))
+    if user_bias is not None:
+        s += np.asarray(user_bias, np.float64)
+    if item_bias is not None:
+        s += np.asarray(item_bias, np.float64)
+    return s + mu
+
+
+def top_k(scores: np.ndarray, k: int, *, tie_order: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the ``k`` best finite scores of one row, best first.
+
+    Ties are broken by ``tie_order`` (lower first; e.g. the rank of each item id in sorted order) or,
+    without it, by position. Items scoring ``-inf`` (filtered out) or NaN are never returned, so the
+    result is shorter than ``k`` when fewer candidates remain.
+    """
+    s = np.asarray(scores)
+    finite = np.flatnonzero(np.isfinite(s))
+    if k < 1 or finite.size == 0:
+        return np.zeros(0, np.int64)
+    kk = min(k, finite.size)
+    cand = finite[np.argpartition(-s[finite], kk - 1)[:kk]] if kk < finite.size else finite
+    kth = s[cand].min()
+    cand = finite[s[finite] >= kth]  # every item tied with the k-th best competes on the tie order
+    tie = cand if tie_order is None else np.asarray(tie_order)[cand]
+    return cand[np.lexsort((tie, -s[cand]))][:kk].astype(np.int64)
