@@ -12,19 +12,19 @@ Policies (``retrain.policy``):
     the live factors stay; serving scores ``alpha * batch + (1 - alpha) * online``
     (:mod:`batch.serving`); only the model metadata moves (snapshot id, alpha).
 
-The swap is ONE Delta MERGE that is a compare-and-swap on the metadata row:
+The swap is ONE model commit of the factor store (an append of row versions, see
+:mod:`dsgd.store.factor_store`) that is a compare-and-swap on the model sequence:
 
 1. the batch model is computed against the live table at version ``v`` (its *base*);
-2. just before the swap the current table is read; rows the stream changed since ``v`` are **rebased**:
+2. just before the swap the current head is read; rows the stream changed since ``v`` are **rebased**:
    ``new = batch + (now - base)`` (the stream's update is applied on top of the batch model; ids new
    since ``v`` keep the stream's row), and ``mu``/``n_ratings`` likewise;
-3. the MERGE writes the rows and the metadata; its update of the metadata row raises (``raise_error``)
-   unless the stored metadata is still the one read in step 2, and Delta's optimistic concurrency
-   rejects it if a commit lands while it runs. Either way steps 2-3 are retried
-   (``retrain.swap_retries``).
+3. the commit appends the rows and the metadata as the next model sequence; if another writer (the
+   stream) committed that sequence first, Delta skips or fails it (:class:`StaleModel`) and steps 2-3
+   are retried (``retrain.swap_retries``).
 
 So a streaming batch commits either before the swap (its update is rebased onto the batch model) or
-after it (its MERGE lands on the swapped table); no update is lost.
+after it (its commit lands on the swapped model); no update is lost.
 
 Example
 -------
@@ -57,9 +57,6 @@ from dsgd.store.factor_store import FactorStore, ModelHead
 log = logging.getLogger("dsgd.batch")
 
 FACTOR_COLS = [C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT]
-
-
-StaleSwap = StaleModel  # the live table moved between the rebase and the swap (retried)
 
 
 @dataclass

@@ -15,8 +15,8 @@ Steps of :func:`run_retrain` (``dsgd retrain --as-of T`` / ``batch/retrain_main.
 4. write the snapshot: one Delta commit to ``snapshots`` with one row per (as_of, side, id) and a
    metadata row (``side = "m"``: as-of, trainer, parameters, training metrics such as the explicit
    train RMSE, the global mean, the events and factors versions it was built from);
-5. blend it in with the configured policy: one compare-and-swap MERGE of ``factors``, safe next to
-   the running stream (:func:`batch.blend.swap`); the metadata row then records ``snapshot_id``,
+5. blend it in with the configured policy: one compare-and-swap commit of ``factors`` (an append of
+   row versions), safe next to the running stream (:func:`batch.blend.swap`); the metadata row then records ``snapshot_id``,
    ``snapshot_as_of``, ``snapshot_version``, ``blend_policy`` and ``blend_alpha``.
 
 Exit codes (:data:`EXIT_CODES`): 0 ok (retrained and blended, or already done for this as-of),

@@ -43,9 +43,6 @@ from dsgd.store.tables import Tables
 
 log = logging.getLogger("dsgd.serving")
 
-RECOMMENDATIONS_SCHEMA = ("user string, rank int, item string, score double, source string, model_version long, "
-                          "snapshot_id string")
-
 
 @dataclass
 class ItemSide:

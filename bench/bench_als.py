@@ -103,7 +103,7 @@ def dsgd_curve(train: pd.DataFrame, evals: pd.DataFrame, *, rank: int, lr: float
                blocks: int, init_scale: float, seed: int) -> list[float]:
     """Eval RMSE after each epoch (local engine; equal to fit(epochs=e) for explicit + rotation + constant
     lr, where an epoch has no random choices left)."""
-    est = DSGD(rank=rank, lr=lr, reg=reg, blocks=blocks, init_scale=init_scale, seed=seed, epochs=1,
+    est = DSGD(rank=rank, kind="explicit", lr=lr, reg=reg, blocks=blocks, init_scale=init_scale, seed=seed, epochs=1,
                engine="local")
     users, items = SideFactors.empty(rank), SideFactors.empty(rank)
     u_ids, i_ids = train["user"].to_numpy(object), train["item"].to_numpy(object)
@@ -174,7 +174,7 @@ def run_dataset(spark: Any, name: str, args: argparse.Namespace) -> dict[str, An
             grid[(lr, reg)] = (curve[best], best + 1)
     (lr, reg), (val, epochs) = min(grid.items(), key=lambda kv: kv[1][0])
     tune_dsgd = time.perf_counter() - t_tune
-    kw = dict(rank=args.rank, lr=lr, reg=reg, blocks=args.blocks, init_scale=args.init_scale, seed=args.seed)
+    kw = dict(rank=args.rank, kind="explicit", lr=lr, reg=reg, blocks=args.blocks, init_scale=args.init_scale, seed=args.seed)
 
     t0 = time.perf_counter()
     local_model = DSGD(epochs=epochs, engine="local", **kw).fit(train)
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spark = build_session(cfg)
     # warm the Python workers (numba compile) so the timed Spark fits measure steady state
     warm = pd.DataFrame({"user": ["a", "b", "c"], "item": ["x", "y", "z"], "rating": [1.0, 2.0, 3.0]})
-    DSGD(epochs=1, blocks=args.blocks, engine="spark").fit(spark.createDataFrame(warm))
+    DSGD(kind="explicit", epochs=1, blocks=args.blocks, engine="spark").fit(spark.createDataFrame(warm))
     out: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "spark": spark.version,
                     "master": spark.sparkContext.master},

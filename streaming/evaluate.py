@@ -1,7 +1,7 @@
 """Prequential evaluation of a micro-batch against the model as it was before the batch.
 
 Every event (u, i) of the batch (or a seeded sample of at most ``max_events``) is ranked among all
-known items with the pre-batch factors: DCG@K = 1/log2(rank+1) if rank <= K else 0 (GUIDE.md §4).
+known items with the pre-batch factors: DCG@K = 1/log2(rank+1) if rank <= K else 0 (docs/evaluation.md).
 Unknown users are ranked by item popularity (the serving fallback); an unknown item scores 0. The
 popularity baseline's DCG on the same events is reported beside it. Micro-batch mode is coarser than
 per-event evaluation: the whole batch sees the model as it was before the batch.

@@ -159,3 +159,77 @@ def _factor_rows_to_side(pdf: pd.DataFrame, rank: int) -> tuple[np.ndarray, np.n
     vec = np.stack(pdf[C.VEC].to_numpy()).astype(np.float32) if n else np.zeros((0, rank), np.float32)
     return (pdf[C.ID].to_numpy(object), vec.reshape(n, rank), pdf[C.BIAS].to_numpy(np.float32),
             pdf[C.COUNT].to_numpy(np.int64))
+
+
+
+def prepare_pandas(est: Any, df: pd.DataFrame) -> pd.DataFrame:
+    """Events of a pandas DataFrame in the common schema (user, item str; rating float32; ts, seq int64),
+    read with the column names of ``est`` (a :class:`dsgd.api.DSGD`)."""
+    require_columns(est, list(df.columns), "pandas DataFrame")
+    out = pd.DataFrame({C.USER: _ids_to_str(df[est.user_col], est.user_col),
+                        C.ITEM: _ids_to_str(df[est.item_col], est.item_col)})
+    if est.rating_col in df.columns:
+        out[C.RATING] = pd.to_numeric(df[est.rating_col], errors="raise").to_numpy(np.float32)
+    else:
+        out[C.RATING] = np.full(len(df), np.nan, np.float32)
+    out[C.TS] = _ts_to_ms(df[est.time_col]) if est.time_col in df.columns else np.zeros(len(df), np.int64)
+    _check_pandas_values(est, out)
+    if C.SEQ in df.columns:
+        out[C.SEQ] = df[C.SEQ].to_numpy(np.int64)
+    else:
+        out[C.SEQ] = _derived_seq(out)
+    return out.reset_index(drop=True)
+
+def _check_pandas_values(est: Any, out: pd.DataFrame) -> None:
+    if out[C.USER].isna().any() or out[C.ITEM].isna().any():
+        raise ValueError(f"DSGD.fit: {est.user_col}/{est.item_col} hold null ids; drop those rows first")
+    if est.kind == "explicit":
+        bad = int((~np.isfinite(out[C.RATING].to_numpy())).sum())
+        if bad:
+            raise ValueError(f"DSGD.fit: kind='explicit' needs a finite {est.rating_col!r} on every row; "
+                             f"{bad} row(s) are null/NaN/inf")
+
+def require_columns(est: Any, cols: list[str], what: str) -> None:
+    need = [est.user_col, est.item_col] + ([est.rating_col] if est.kind == "explicit" else [])
+    missing = [c for c in need if c not in cols]
+    if missing:
+        raise ValueError(f"DSGD.fit: the {what} lacks column(s) {', '.join(missing)} (has: "
+                         f"{', '.join(cols)}); set user_col/item_col/rating_col to the right names")
+
+def prepare_spark(est: Any, df: Any) -> Any:
+    """Events of a Spark DataFrame in the common schema (a derived ``seq`` when there is none)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    require_columns(est, df.columns, "Spark DataFrame")
+    types = dict(df.dtypes)
+    cols = [_spark_id(df, est.user_col, types).alias(C.USER), _spark_id(df, est.item_col, types).alias(C.ITEM)]
+    if est.rating_col in types:
+        if types[est.rating_col] not in ("float", "double", "int", "bigint", "smallint", "tinyint") \
+                and not types[est.rating_col].startswith("decimal"):
+            raise ValueError(f"DSGD.fit: rating column {est.rating_col!r} must be numeric, got "
+                             f"{types[est.rating_col]}")
+        cols.append(F.col(est.rating_col).cast("float").alias(C.RATING))
+    else:
+        cols.append(F.lit(None).cast("float").alias(C.RATING))
+    if est.time_col in types:
+        t = types[est.time_col]
+        if t in ("timestamp", "timestamp_ntz"):
+            cols.append(F.unix_millis(F.col(est.time_col).cast("timestamp")).alias(C.TS))
+        elif t in ("bigint", "int", "smallint", "tinyint"):
+            cols.append(F.col(est.time_col).cast("long").alias(C.TS))
+        else:
+            raise ValueError(f"DSGD.fit: time column {est.time_col!r} must be an integer (epoch ms) or a "
+                             f"timestamp, got {t}")
+    else:
+        cols.append(F.lit(0).cast("long").alias(C.TS))
+    has_seq = C.SEQ in types and types[C.SEQ] in ("bigint", "int")
+    if has_seq:
+        cols.append(F.col(C.SEQ).cast("long").alias(C.SEQ))
+    ev = df.select(*cols)
+    if not has_seq:
+        # identical (ts, user, item, rating) rows are interchangeable, so this order is deterministic
+        w = Window.orderBy(F.col(C.TS).asc(), F.col(C.USER).asc(), F.col(C.ITEM).asc(),
+                           F.col(C.RATING).asc_nulls_last())
+        ev = ev.withColumn(C.SEQ, (F.row_number().over(w) - 1).cast("long"))
+    return ev

@@ -141,10 +141,12 @@ class StreamConfig:
     eval_k: int = _f(100, "K of the prequential DCG@K.", lo=1, hi=100000)
     eval_max_events: int = _f(20000, "At most this many events of a batch are scored for prequential DCG "
                               "(a seeded sample); 0 = skip evaluation.", lo=0, hi=10**9)
-    maintenance_every: int = _f(50, "Every N batches: cut lineage and compact the factors table.",
-                                lo=1, hi=10**6)
-    max_abs_factor: float = _f(1e3, "Divergence guard: a batch producing non-finite factors or a component "
-                                "larger than this is rejected and nothing is written.", lo=1e-3, hi=1e30)
+    maintenance_every: int = _f(50, "Every N batches: compact the factors table (one row per key, bin-packed) "
+                                "and VACUUM it.", lo=1, hi=10**6)
+    max_abs_factor: float = _f(1e3, "Divergence guard: a batch whose changed factor rows hold a non-finite value "
+                                "or a vector component or bias larger than this in magnitude is rejected: none "
+                                "of its factor rows is written, the metadata records the offsets and an alert.",
+                                lo=1e-3, hi=1e30)
     vacuum_retention_hours: float = _f(168.0, "Maintenance VACUUMs the factors table keeping this many hours "
                                        "of history: rollback works within this window.", lo=0.0, hi=87600.0)
 

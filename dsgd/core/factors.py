@@ -82,6 +82,10 @@ class SideFactors:
         return pd.DataFrame({C.ID: self.ids[idx], C.KEY: self.keys[idx], C.VEC: list(self.vec[idx]),
                              C.BIAS: self.bias[idx], C.COUNT: self.count[idx]})
 
+    def copy(self) -> SideFactors:
+        """A deep copy (training updates the arrays in place)."""
+        return SideFactors(self.keys.copy(), self.ids.copy(), self.vec.copy(), self.bias.copy(), self.count.copy())
+
     def __len__(self) -> int:
         return int(self.keys.shape[0])
 

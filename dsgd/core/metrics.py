@@ -1,4 +1,4 @@
-"""Evaluation metrics: rating errors, prequential rank/DCG (GUIDE section 4) and top-K list metrics.
+"""Evaluation metrics: rating errors, prequential rank/DCG (docs/evaluation.md) and top-K list metrics.
 
 Prequential protocol: every event ``(u, i, t)`` is scored against the model as it was *before* training
 on it; the target's rank among all items gives ``DCG@K = 1/log2(rank+1)`` if ``rank <= K`` else 0.

@@ -2,7 +2,7 @@
 
 The shuffle engine (:func:`dsgd.engines.spark.train_epochs_spark` with ``exchange="shuffle"``) runs one
 Spark stage per stratum and moves every factor row through a shuffle and a ``localCheckpoint`` each
-time: 0.7-4 s of fixed cost per stratum on ``local[2]``. Here ``T = min(d, slots)`` tasks start
+time: a fixed cost per stratum (bench/RESULTS.md, "DSGD vs ALS"). Here ``T = min(d, slots)`` tasks start
 together in one barrier stage and run every epoch:
 
 * task ``t`` owns user blocks ``b`` with ``b % T == t`` (their events and user rows never move) and

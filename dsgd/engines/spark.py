@@ -54,9 +54,6 @@ EXCHANGES = ("auto", "barrier", "shuffle")
 #: Factor rows exchanged with the engine: one side at a time.
 FACTOR_SCHEMA = f"{C.ID} string, {C.KEY} long, {C.VEC} array<float>, {C.BIAS} float, {C.COUNT} long"
 
-_UNION_SCHEMA = (
-    "blk int, pk int, kind tinyint, id string, key long, key2 long, rating float, ts long, seq long, "
-    "vec array<float>, bias float, count long, changed boolean")
 _OUT_SCHEMA = ("kind tinyint, id string, key long, vec array<float>, bias float, count long, changed boolean, "
                "sse double, n long")
 
@@ -93,23 +90,34 @@ def train_epochs_spark(spark: SparkSession, events: DataFrame, users: DataFrame,
     """
     if exchange not in EXCHANGES:
         raise ValueError(f"exchange must be one of {', '.join(EXCHANGES)}; got {exchange!r}")
-    if epochs > 0 and exchange != "shuffle":
-        from dsgd.engines.barrier import MAX_ITEM_BYTES, barrier_usable, train_epochs_barrier
+    kw = dict(d=d, epochs=epochs, schedule=schedule, strata_order=strata_order, seed=seed, batch_id=batch_id,
+              init_scale=init_scale, rank=rank, task_hook=task_hook)
+    if epochs > 0 and exchange != "shuffle" and not _barrier_unusable(spark, items, exchange, n_items, rank):
+        from dsgd.engines.barrier import train_epochs_barrier
 
-        why = barrier_usable(spark)
-        if exchange == "barrier" and why:
-            raise ValueError(f"exchange='barrier' cannot run here: {why}; use exchange='shuffle'")
-        if exchange == "auto" and not why:
-            n_items = items.count() if n_items is None else n_items
-            size = n_items * (4 * rank + 24)
-            why = (f"item factors take {size / 2**20:.0f} MB > {MAX_ITEM_BYTES / 2**20:.0f} MB"
-                   if size > MAX_ITEM_BYTES else "")
-        _announce(exchange, why)
-        if not why:
-            return train_epochs_barrier(spark, events, users, items, params, d=d, epochs=epochs,
-                                        schedule=schedule, strata_order=strata_order, seed=seed,
-                                        batch_id=batch_id, init_scale=init_scale, rank=rank,
-                                        task_hook=task_hook)
+        return train_epochs_barrier(spark, events, users, items, params, **kw)
+    return _train_shuffle(spark, events, users, items, params, **kw)
+
+
+def _barrier_unusable(spark: SparkSession, items: DataFrame, exchange: str, n_items: int | None, rank: int) -> str:
+    """Why ``exchange`` ("barrier" or "auto") does not run the barrier exchange here ("" when it does)."""
+    from dsgd.engines.barrier import MAX_ITEM_BYTES, barrier_usable
+
+    why = barrier_usable(spark)
+    if exchange == "barrier" and why:
+        raise ValueError(f"exchange='barrier' cannot run here: {why}; use exchange='shuffle'")
+    if exchange == "auto" and not why:
+        size = (items.count() if n_items is None else n_items) * (4 * rank + 24)
+        why = f"item factors take {size / 2**20:.0f} MB > {MAX_ITEM_BYTES / 2**20:.0f} MB" if size > MAX_ITEM_BYTES else ""
+    _announce(exchange, why)
+    return why
+
+
+def _train_shuffle(spark: SparkSession, events: DataFrame, users: DataFrame, items: DataFrame,
+                   params: KernelParams, *, d: int, epochs: int, schedule: Any, strata_order: str, seed: int,
+                   batch_id: int, init_scale: float, rank: int, task_hook: TaskHook | None
+                   ) -> tuple[DataFrame, DataFrame, list[dict]]:
+    """The shuffle exchange: one ``mapInArrow`` stage per stratum, every factor row shuffled between."""
     pkeys = partition_keys(spark, d)
     pk_of = F.element_at(F.array(*[F.lit(v) for v in pkeys]), F.col("blk") + 1)
     ev = with_keys(events, d)
@@ -123,48 +131,47 @@ def train_epochs_spark(spark: SparkSession, events: DataFrame, users: DataFrame,
         t0 = time.perf_counter()
         lr = float(schedule.rate(e))
         p = dataclasses.replace(params, lr=lr)
-        strata = strata_schedule(d, strata_order, seed=mix_seed(seed, batch_id), epoch=e)
         sse, updates = 0.0, 0
-        for s, stratum in enumerate(strata):
-            pairing = [int(x) for x in stratum]
-            inverse = [0] * d
-            for b, ib in enumerate(pairing):
-                inverse[ib] = b
-            item_blk = F.element_at(F.array(*[F.lit(x) for x in inverse]),
-                                    F.expr(f"pmod(key, {d})").cast("int") + 1)
-            want_ib = F.element_at(F.array(*[F.lit(x) for x in pairing]), F.col("ub") + 1)
-            e_rows = ev.where(F.col("ib") == want_ib).select(
-                F.col("ub").alias("blk"), F.lit(KIND_EVENT).cast("tinyint").alias("kind"),
-                F.lit(None).cast("string").alias("id"), "key", "key2", "rating", "ts", "seq",
-                F.lit(None).cast("array<float>").alias("vec"), F.lit(None).cast("float").alias("bias"),
-                F.lit(None).cast("long").alias("count"), F.lit(None).cast("boolean").alias("changed"))
-            u_rows = fu.select(F.expr(f"pmod(key, {d})").cast("int").alias("blk"),
-                               F.lit(KIND_USER).cast("tinyint").alias("kind"), "id", "key",
-                               F.lit(None).cast("long").alias("key2"), F.lit(None).cast("float").alias("rating"),
-                               F.lit(None).cast("long").alias("ts"), F.lit(None).cast("long").alias("seq"),
-                               "vec", "bias", "count", "changed")
-            i_rows = fi.select(item_blk.alias("blk"), F.lit(KIND_ITEM).cast("tinyint").alias("kind"), "id",
-                               "key", F.lit(None).cast("long").alias("key2"),
-                               F.lit(None).cast("float").alias("rating"), F.lit(None).cast("long").alias("ts"),
-                               F.lit(None).cast("long").alias("seq"), "vec", "bias", "count", "changed")
-            rows = e_rows.unionByName(u_rows).unionByName(i_rows).withColumn("pk", pk_of)
+        for s, stratum in enumerate(strata_schedule(d, strata_order, seed=mix_seed(seed, batch_id), epoch=e)):
             task = _StratumTask(params=p, seeds=[mix_seed(seed, batch_id, e, s, b) for b in range(d)],
                                 seed=seed, init_scale=init_scale, rank=rank, count=e == 0, task_hook=task_hook)
+            rows = _stratum_rows(ev, fu, fi, [int(x) for x in stratum], d).withColumn("pk", pk_of)
             out = rows.repartition(d, "pk").mapInArrow(task, _OUT_SCHEMA).localCheckpoint()
-            st = out.where(F.col("kind") == KIND_STATS).select("key", "sse", "n").orderBy("key").collect()
-            for r in st:  # ordered by block: deterministic float sum, as the local engine
-                sse += r.sse
+            for r in out.where(F.col("kind") == KIND_STATS).select("key", "sse", "n").orderBy("key").collect():
+                sse += r.sse  # ordered by block: a deterministic float sum, as in the local engine
                 updates += r.n
             fu = out.where(F.col("kind") == KIND_USER).select(C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT, "changed")
             fi = out.where(F.col("kind") == KIND_ITEM).select(C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT, "changed")
         loss = sse / updates if updates else float("nan")
         if updates:
             schedule.observe(loss)
-        stats.append({"epoch": e, "lr": lr, "loss": loss, "updates": updates,
-                      "seconds": time.perf_counter() - t0})
+        stats.append({"epoch": e, "lr": lr, "loss": loss, "updates": updates, "seconds": time.perf_counter() - t0})
     if epochs == 0:  # still initialise new ids
         fu, fi = _init_only(fu, init_scale, rank, seed, "u"), _init_only(fi, init_scale, rank, seed, "i")
     return fu, fi, stats
+
+
+def _stratum_rows(ev: DataFrame, fu: DataFrame, fi: DataFrame, pairing: list[int], d: int) -> DataFrame:
+    """The input of one stratum: each block ``(b, pairing[b])``'s events, user rows and item rows tagged
+    with ``blk = b`` and their kind."""
+    inverse = [0] * d
+    for b, ib in enumerate(pairing):
+        inverse[ib] = b
+    item_blk = F.element_at(F.array(*[F.lit(x) for x in inverse]), F.expr(f"pmod(key, {d})").cast("int") + 1)
+    want_ib = F.element_at(F.array(*[F.lit(x) for x in pairing]), F.col("ub") + 1)
+    null = {"id": "string", "key2": "long", "rating": "float", "ts": "long", "seq": "long", "vec": "array<float>",
+            "bias": "float", "count": "long", "changed": "boolean"}
+
+    def shape(df: DataFrame, blk: Any, kind: int, **cols: Any) -> DataFrame:
+        full = {"blk": blk, "kind": F.lit(kind).cast("tinyint"), "id": None, "key": F.col("key"),
+                **{c: None for c in null if c != "id"}, **cols}
+        return df.select(*[(F.lit(None).cast(null[c]) if v is None else v).alias(c) for c, v in full.items()])
+
+    side = {c: F.col(c) for c in ("id", "vec", "bias", "count", "changed")}
+    return (shape(ev.where(F.col("ib") == want_ib), F.col("ub"), KIND_EVENT,
+                  **{c: F.col(c) for c in ("key2", "rating", "ts", "seq")})
+            .unionByName(shape(fu, F.expr(f"pmod(key, {d})").cast("int"), KIND_USER, **side))
+            .unionByName(shape(fi, item_blk, KIND_ITEM, **side)))
 
 
 _announced: set[tuple[str, str]] = set()

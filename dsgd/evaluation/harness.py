@@ -1,4 +1,4 @@
-"""Prequential evaluation harness: popularity vs online vs weekly batch vs batch+online (GUIDE.md §4).
+"""Prequential evaluation harness: popularity vs online vs weekly batch vs batch+online (docs/evaluation.md).
 
 The stream is cut into micro-batches in time order (by event count or by event time, and always at the
 retrain-period boundaries). For each micro-batch every model first scores the batch's events against

@@ -48,7 +48,7 @@ def expand_models(spec: str | list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class EvalParams:
-    """Hyper-parameters of the factor models (defaults: GUIDE.md section 4).
+    """Hyper-parameters of the factor models (defaults: docs/evaluation.md).
 
     Parameters
     ----------

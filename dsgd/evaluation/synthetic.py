@@ -231,14 +231,7 @@ def generate_stream(
     Fresh items are sampled per time chunk (at least 32 chunks when drift matters), with tastes taken
     at the chunk's midpoint. 1M events with the defaults take about a second.
     """
-    if n_events < 0 or n_users < 1 or n_items < 1 or rank < 1:
-        raise ValueError("n_events must be >= 0 and n_users, n_items, rank >= 1")
-    if not 0.0 <= drift <= 1.0 or not 0.0 <= repeat_prob <= 1.0:
-        raise ValueError(f"drift and repeat_prob must be in [0, 1], got {drift}, {repeat_prob}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; supported values: {', '.join(SAMPLERS)}")
-    if temperature <= 0 or duration_days <= 0:
-        raise ValueError("temperature and duration_days must be > 0")
+    _check_stream_args(n_events, n_users, n_items, rank, drift, repeat_prob, sampler, temperature, duration_days)
     rng = np.random.default_rng(seed)
     model = make_taste_model(
         n_users,
@@ -265,21 +258,11 @@ def generate_stream(
         _fill_exact(items, fresh, users, frac, model, rng)
     else:
         _fill_sir(items, fresh, users, frac, model, rng)
-    root = np.where(repeat, src, np.arange(n_events))
-    while True:  # pointer jumping: a repeat of a repeat resolves to the fresh event it copies
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    items = items[root]
-
+    items = items[_copied_events(repeat, src)]
     if implicit:
         rating = np.full(n_events, np.nan, dtype=np.float32)
     else:
-        lo_r, hi_r = rating_range
-        score = np.einsum("ij,ij->i", model.user_vecs(users, frac), model.item_vecs[items])
-        raw = (lo_r + hi_r) / 2 + (hi_r - lo_r) / 4 * score + noise * rng.standard_normal(n_events)
-        rating = np.clip(raw, lo_r, hi_r).astype(np.float32)
+        rating = _ratings(model, users, items, frac, rating_range, noise, rng)
     return pd.DataFrame(
         {
             USER: _names("u", n_users)[users],
@@ -289,6 +272,37 @@ def generate_stream(
             SEQ: np.arange(n_events, dtype=np.int64),
         }
     )
+
+
+def _check_stream_args(n_events: int, n_users: int, n_items: int, rank: int, drift: float, repeat_prob: float,
+                       sampler: str, temperature: float, duration_days: float) -> None:
+    if n_events < 0 or n_users < 1 or n_items < 1 or rank < 1:
+        raise ValueError("n_events must be >= 0 and n_users, n_items, rank >= 1")
+    if not 0.0 <= drift <= 1.0 or not 0.0 <= repeat_prob <= 1.0:
+        raise ValueError(f"drift and repeat_prob must be in [0, 1], got {drift}, {repeat_prob}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; supported values: {', '.join(SAMPLERS)}")
+    if temperature <= 0 or duration_days <= 0:
+        raise ValueError("temperature and duration_days must be > 0")
+
+
+def _copied_events(repeat: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """For each event, the fresh event whose item it carries (itself unless it repeats an earlier one)."""
+    root = np.where(repeat, src, np.arange(len(repeat)))
+    while True:  # pointer jumping: a repeat of a repeat resolves to the fresh event it copies
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            return root
+        root = nxt
+
+
+def _ratings(model: TasteModel, users: np.ndarray, items: np.ndarray, frac: np.ndarray,
+             rating_range: tuple[float, float], noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Explicit ratings: ``clip(mid + spread * p_u(t).q_i + noise * N(0, 1))``."""
+    lo_r, hi_r = rating_range
+    score = np.einsum("ij,ij->i", model.user_vecs(users, frac), model.item_vecs[items])
+    raw = (lo_r + hi_r) / 2 + (hi_r - lo_r) / 4 * score + noise * rng.standard_normal(len(users))
+    return np.clip(raw, lo_r, hi_r).astype(np.float32)
 
 
 def _names(prefix: str, n: int) -> np.ndarray:

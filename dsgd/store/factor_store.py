@@ -10,7 +10,7 @@ sequence number ``model_seq``; the current model is the row with the highest ``m
 it). One write is one Delta commit (rows and metadata together), so a crash can never half-apply a batch,
 and the metadata row says which batch the factors include: :meth:`FactorStore.write` skips a batch whose
 id is not newer than the stored ``last_batch`` (the replay after a crash). An append costs a fraction of
-a MERGE (``bench/bench_commit.py``: 1.03 s vs 2.79 s for 16k changed rows); :meth:`FactorStore.compact`
+a MERGE (``bench/bench_commit.py``, figures in bench/RESULTS.md); :meth:`FactorStore.compact`
 rewrites the table to one row per key (the stream does it every ``stream.maintenance_every`` batches).
 
 Compare-and-swap: ``model_seq`` is also the version of a Delta transaction (``txnAppId`` =
@@ -242,7 +242,7 @@ class FactorStore:
         latest = self.version()
         if latest <= after:
             return None
-        if commit_file_has(self.spark, self.path, after + 1, token):  # the usual case, one small file read (~ms, not ~0.15 s)
+        if commit_file_has(self.spark, self.path, after + 1, token):  # the usual case: one small file read, no history scan
             return after + 1
         hist = DeltaTable.forPath(self.spark, self.path).history(latest - after)
         found = [r.version for r in hist.select("version", "userMetadata").collect() if r.userMetadata == token]
@@ -321,7 +321,7 @@ class FactorStore:
         from delta.tables import DeltaTable
 
         # VACUUM lists the table's folders with spark.sql.sources.parallelPartitionDiscovery.parallelism
-        # tasks (default 10,000: 30-40 s of empty tasks per pass on local[2]); one task per core is plenty
+        # tasks (default 10,000 empty tasks per pass, bench/RESULTS.md "maintenance"); one task per core is plenty
         # for a factors table, which has three partition folders.
         settings = {"spark.sql.sources.parallelPartitionDiscovery.parallelism":
                     str(max(1, self.spark.sparkContext.defaultParallelism))}

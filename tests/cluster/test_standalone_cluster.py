@@ -19,14 +19,8 @@ import pytest
 
 from dsgd.ops.kafka_broker import port_open
 from dsgd.ops.packaging import build_pyfiles_zip
-from dsgd.ops.standalone import (
-    StandaloneCluster,
-    listening_ports,
-    process_tree,
-    spark_jars,
-    spark_submit_command,
-    stop_pids,
-)
+from dsgd.ops.processes import listening_ports, process_tree, stop_pids
+from dsgd.ops.standalone import StandaloneCluster, spark_jars, spark_submit_command
 from dsgd.store.factor_store import FactorStore
 from tests.kafka.stream_helpers import known_stream, produce
 

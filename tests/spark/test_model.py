@@ -135,7 +135,7 @@ def planted():
     test_mask = np.zeros(len(df), bool)
     test_mask[rng.choice(len(df), 2000, replace=False)] = True
     train, test = df[~test_mask].reset_index(drop=True), df[test_mask].reset_index(drop=True)
-    model = DSGD(rank=5, lr=0.02, reg=0.005, init_scale=0.1, blocks=4, epochs=20, strata_order="permutation",
+    model = DSGD(rank=5, kind="explicit", lr=0.02, reg=0.005, init_scale=0.1, blocks=4, epochs=20, strata_order="permutation",
                  seed=0, engine="local").fit(train)
     return noise, train, test, model
 
@@ -226,7 +226,7 @@ def test_save_and_load_round_trip(planted, tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"kind": "bpr"}, r"kind='bpr' is not supported; allowed values: 'explicit', 'implicit'"),
+    ({"kind": "bpr"}, r"kind='bpr' is not supported; allowed values: 'implicit', 'explicit'"),
     ({"rank": 0}, r"rank=0 is out of range; allowed: 1 <= rank <= 1024"),
     ({"rank": 2.5}, r"rank must be an int"),
     ({"lr": 0.0}, r"lr=0.0 is out of range; allowed: 0.0 < lr"),
@@ -240,7 +240,7 @@ def test_save_and_load_round_trip(planted, tmp_path):
     ({"seed": -1}, r"seed=-1 is out of range"),
     ({"engine": "gpu"}, r"engine='gpu' is not supported; allowed values: 'spark', 'local'"),
     ({"spark_exchange": "mpi"}, r"spark_exchange='mpi' is not supported; allowed values: 'auto', 'barrier'"),
-    ({"use_bias": False}, r"use_bias=False is not supported for kind='explicit'"),
+    ({"kind": "explicit", "use_bias": False}, r"use_bias=False is not supported for kind='explicit'"),
     ({"use_bias": "yes"}, r"use_bias must be True, False or None"),
     ({"negatives": True}, r"negatives must be an int"),
     ({"user_col": ""}, r"user_col must be a non-empty column name"),
@@ -254,7 +254,12 @@ def test_constructor_rejects_bad_arguments_with_actionable_messages(kwargs, mess
 def test_constructor_is_keyword_only_and_from_config_maps_the_model_section():
     with pytest.raises(TypeError):
         DSGD(10)  # type: ignore[misc]
-    assert DSGD().use_bias is True and DSGD(kind="implicit").use_bias is False
+    assert DSGD(kind="explicit").use_bias is True and DSGD(kind="implicit").use_bias is False
+    # the estimator's defaults are the [model] config keys' defaults (one declaration)
+    defaults, declared = DSGD().get_params(), ModelConfig()
+    assert {k: defaults[k] for k in ("rank", "kind", "lr", "epochs", "negatives", "blocks", "engine", "seed")} == {
+        k: getattr(declared, k) for k in ("rank", "kind", "lr", "epochs", "negatives", "blocks", "engine", "seed")}
+    assert DSGD().model_config() == dataclasses.replace(declared, use_bias=False)
     est = DSGD.from_config(ModelConfig(kind="explicit", rank=16, use_bias=False), epochs=3, engine="local")
     assert (est.rank, est.use_bias, est.epochs, est.engine, est.kind) == (16, True, 3, "local", "explicit")
     imp = DSGD.from_config(ModelConfig(kind="implicit", use_bias=True, negatives=7))
@@ -267,11 +272,11 @@ def test_constructor_is_keyword_only_and_from_config_maps_the_model_section():
 
 def test_fit_rejects_missing_columns_and_null_ratings(spark):
     with pytest.raises(ValueError, match="lacks column"):
-        DSGD(engine="local").fit(pd.DataFrame({"user": ["a"], "item": ["b"]}))
+        DSGD(kind="explicit", engine="local").fit(pd.DataFrame({"user": ["a"], "item": ["b"]}))
     with pytest.raises(ValueError, match="finite 'rating'"):
-        DSGD(engine="local").fit(pd.DataFrame({"user": ["a"], "item": ["b"], "rating": [np.nan]}))
+        DSGD(kind="explicit", engine="local").fit(pd.DataFrame({"user": ["a"], "item": ["b"], "rating": [np.nan]}))
     sdf = spark.createDataFrame([("a", "b", None, 1)], "user string, item string, rating float, ts long")
     with pytest.raises(ValueError, match="finite 'rating'"):
-        DSGD(engine="spark").fit(sdf)
+        DSGD(kind="explicit", engine="spark").fit(sdf)
     with pytest.raises(ValueError, match="pyspark.sql.DataFrame or a pandas.DataFrame"):
         DSGD().fit([("a", "b", 1.0)])
