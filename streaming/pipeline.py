@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dsgd.core import columns as C
+from dsgd.core.arrays import unique
 from dsgd.core.config import Config
 from dsgd.core.factors import SideFactors
 from dsgd.core.hashing import id_key, mix_seed
@@ -189,8 +190,8 @@ class MicroBatch:
         params = params_from_model_config(m, mu=mu)
         schedule = StepSchedule.from_meta(state.meta, m.lr_schedule, m.lr)
         uk, ik = id_key(ev[C.USER].to_numpy(object)), id_key(ev[C.ITEM].to_numpy(object))
-        res.new_users = int(np.unique(uk[su.index_of(uk) < 0]).size)
-        res.new_items = int(np.unique(ik[si.index_of(ik) < 0]).size)
+        res.new_users = int(unique(uk[su.index_of(uk) < 0]).size)
+        res.new_items = int(unique(ik[si.index_of(ik) < 0]).size)
         if m.engine == "local":
             out = train_local(ev, uk, ik, su, si, params, schedule, self.batch_id, m)
         else:

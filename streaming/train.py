@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dsgd.core import columns as C
+from dsgd.core.arrays import unique
 from dsgd.core.config import ModelConfig
 from dsgd.core.factors import SideFactors
 from dsgd.core.params import KernelParams
@@ -73,7 +74,7 @@ def train_local(ev: pd.DataFrame, uk: np.ndarray, ik: np.ndarray, su: SideFactor
                 params: KernelParams, schedule: Any, batch_id: int, m: ModelConfig) -> TrainOutput:
     """Train the driver's copy in place; the changed rows are those that moved, had an event, or are new."""
     nu0, ni0 = len(su), len(si)
-    touched_u = np.unique(su.index_of(uk))
+    touched_u = unique(su.index_of(uk))
     touched_u = touched_u[touched_u >= 0]
     u_before = su.vec[touched_u].copy()
     i_before = si.vec.copy()
@@ -87,8 +88,8 @@ def train_local(ev: pd.DataFrame, uk: np.ndarray, ik: np.ndarray, su: SideFactor
     moved_i = np.zeros(len(si), dtype=bool)
     moved_i[:ni0] = (si.vec[:ni0] != i_before).any(axis=1)
     moved_i[ni0:] = True
-    moved_i[np.unique(si.index_of(ik))] = True
-    return TrainOutput(stats=stats, users=su, items=si, user_rows=np.unique(u_rows),
+    moved_i[si.index_of(ik)] = True
+    return TrainOutput(stats=stats, users=su, items=si, user_rows=unique(u_rows),
                        item_rows=np.flatnonzero(moved_i))
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dsgd.core import columns as C
+from dsgd.core.arrays import first_positions
 from dsgd.core.hashing import init_vectors
 
 
@@ -112,8 +113,7 @@ class SideFactors:
         missing = self.index_of(keys) < 0
         if missing.any():
             mk = keys[missing]
-            _, first = np.unique(mk, return_index=True)
-            first.sort()
+            first = first_positions(mk)
             new_keys = mk[first]
             new_ids = np.array([str(x) for x in ids[missing][first]], dtype=object)
             n = new_keys.shape[0]
