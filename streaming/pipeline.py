@@ -31,7 +31,7 @@ from dsgd.store.factor_store import FactorStore
 from dsgd.store.tables import Tables, append_once, row_exists
 from streaming import decisions as D
 from streaming.appends import BatchAppends
-from streaming.evaluate import evaluate_batch, sample_events
+from streaming.evaluate import evaluate_batch, sample_events, sample_size
 from streaming.events import parse_events, valid_events
 from streaming.faults import FaultHook
 from streaming.lag import LagProbe
@@ -222,7 +222,8 @@ class MicroBatch:
         s, m = self.cfg.stream, self.cfg.model
         if s.eval_max_events <= 0:
             return
-        sample = sample_events(ev, s.eval_max_events, mix_seed(m.seed, self.batch_id))
+        size = sample_size(s.eval_max_events, s.eval_max_scores, len(si))
+        sample = sample_events(ev, size, mix_seed(m.seed, self.batch_id))
         out = evaluate_batch(sample, users=su, items=si, k=s.eval_k)
         self.res.dcg, self.res.dcg_popularity, self.res.dcg_events = out["dcg"], out["dcg_popularity"], out["dcg_events"]
 

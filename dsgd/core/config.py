@@ -141,6 +141,9 @@ class StreamConfig:
     eval_k: int = _f(100, "K of the prequential DCG@K.", lo=1, hi=100000)
     eval_max_events: int = _f(20000, "At most this many events of a batch are scored for prequential DCG "
                               "(a seeded sample); 0 = skip evaluation.", lo=0, hi=10**9)
+    eval_max_scores: int = _f(100_000_000, "At most this many item scores per batch's evaluation: the sample is "
+                              "cut to eval_max_scores // items, so the evaluation's cost does not grow with the "
+                              "catalogue (20000 events up to 5000 items by default).", lo=1, hi=10**12)
     maintenance_every: int = _f(50, "Every N batches: compact the factors table (one row per key, bin-packed) "
                                 "and VACUUM it.", lo=1, hi=10**6)
     max_abs_factor: float = _f(1e3, "Divergence guard: a batch whose changed factor rows hold a non-finite value "
