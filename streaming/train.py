@@ -99,6 +99,16 @@ def train_spark(spark: SparkSession, events: DataFrame, state: Any, params: Kern
                        item_df=oi.where("changed").select(*FACTOR_COLS))
 
 
+def new_id_counts(events: DataFrame, store: FactorStore, version: int) -> tuple[int, int]:
+    """Distinct users and items of the batch that the model (at ``version``) has no row for, counted on
+    the executors."""
+    out = []
+    for side, col in ((C.SIDE_USER, C.USER), (C.SIDE_ITEM, C.ITEM)):
+        known = store.table(version).where(F.col(C.SIDE) == side).select(C.ID)
+        out.append(events.select(F.col(col).alias(C.ID)).distinct().join(known, C.ID, "left_anti").count())
+    return out[0], out[1]
+
+
 def divergence_of_rows(out: TrainOutput, limit: float) -> str:
     """Why the changed rows must not be committed ("" when they are fine): non-finite or huge factors."""
     if out.local:

@@ -121,9 +121,14 @@ class ModelConfig:
     seed: int = _f(42, "Seed of initial vectors, strata permutation and negative sampling.", lo=0, hi=2**62)
     rating_min: float = _f(-1e9, "Smallest valid explicit rating; smaller ones are quarantined.")
     rating_max: float = _f(1e9, "Largest valid explicit rating; larger ones are quarantined.")
-    engine: str = _f("spark", "Where the strata run: spark (mapInArrow, blocks in Python workers) or "
-                     "local (driver threads; for small batches and the evaluation harness).",
-                     choices=("spark", "local"))
+    engine: str = _f("spark", "Where the strata run: spark (mapInArrow, blocks in Python workers; the driver "
+                     "never holds the model), local (driver threads on a driver-side copy of the model, for "
+                     "models up to model.local_max_rows rows) or auto (local while the model fits that limit "
+                     "when the stream starts, else spark; for the estimator: local for pandas input, spark "
+                     "for Spark input). All give the same factors.", choices=("spark", "local", "auto"))
+    local_max_rows: int = _f(5_000_000, "Largest model (user + item rows) the local engine keeps in the driver "
+                             "(about 100 + 4 x rank bytes per row); also the most factor rows the spark engine "
+                             "collects to the driver for its evaluation sample.", lo=1, hi=10**10)
     spark_exchange: str = _f("auto", "How the spark engine moves factors between strata: barrier (one barrier "
                              "stage for all epochs; tasks swap item blocks over direct TCP; item factors must "
                              "fit each task), shuffle (one stage per stratum; any size) or auto (barrier while "
