@@ -28,6 +28,7 @@ import re
 import struct
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 MAX_VALUE_BYTES = 1 << 20
 MAX_ID_CHARS = 512
@@ -139,8 +140,7 @@ def parse_event(value: bytes | None, *, kafka_ts_ms: int | None, explicit: bool,
 
 # --- helpers -------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Number:
+class _Number(NamedTuple):
     """A JSON number kept as its text; ``integer`` when written without fraction or exponent."""
 
     text: str
@@ -175,12 +175,14 @@ def _json_object(value: bytes) -> dict | None:
         return None
     if _depth(text) > MAX_DEPTH:
         return None
-    try:  # json.loads refuses a leading BOM, raw control characters in strings and trailing content
-        doc = json.loads(text, object_pairs_hook=_object, parse_int=lambda s: _number(s, True),
-                         parse_float=lambda s: _number(s, False), parse_constant=_not_json)
+    try:  # refuses a leading BOM, raw control characters in strings and trailing content
+        doc = _DECODER.decode(text)
     except ValueError:
         return None
-    return doc if isinstance(doc, dict) and _well_formed(doc) else None
+    if not isinstance(doc, dict):
+        return None
+    # lone surrogates come only from \u escapes; a key over the limit needs a text as long
+    return doc if ("\\u" not in text and len(text) <= MAX_KEY_UTF16_UNITS) or _well_formed(doc) else None
 
 
 def _depth(text: str) -> int:
@@ -204,7 +206,7 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _number(text: str, integer: bool) -> _Number:
-    if sum(ch.isdigit() for ch in text) > MAX_NUMBER_DIGITS:
+    if len(text) > MAX_NUMBER_DIGITS and sum(ch.isdigit() for ch in text) > MAX_NUMBER_DIGITS:
         raise ValueError("number too long")
     return _Number(text, integer)
 
@@ -223,6 +225,10 @@ def _well_formed(v: object) -> bool:
         return all(_well_formed(k) and len(k.encode("utf-16-le")) <= 2 * MAX_KEY_UTF16_UNITS and _well_formed(x)
                    for k, x in v.items())
     return True
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_int=lambda s: _number(s, True),
+                            parse_float=lambda s: _number(s, False), parse_constant=_not_json)
 
 
 def _float32(x: float) -> float | None:

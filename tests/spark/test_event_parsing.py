@@ -33,3 +33,12 @@ def test_unpersisted_filters_keep_the_json_parse_out_of_the_filter(spark):
     assert [(r.user, r.item) for r in valid] == [("u1", "7")]
     bad = sorted((r.offset, r.reason) for r in quarantined(parsed).collect())
     assert bad == [(1, "malformed_json"), (2, "missing_user"), (3, "non_finite_rating")]
+
+
+def test_issue_21_overflowing_boolean_and_nul_ids_are_quarantined_not_stored(spark):
+    """1e400 was stored as the quoted string "Infinity", true as the id "true", and a NUL stayed in the id."""
+    values = [b'{"user": 1e400, "item": "a"}', b'{"user": true, "item": "a"}', b'{"user": "u\\u0000x", "item": "a"}']
+    parsed = parse_events(_records(spark, values), explicit=False, rating_min=-1e9, rating_max=1e9)
+    assert valid_events(parsed).count() == 0
+    assert sorted((r.offset, r.reason) for r in quarantined(parsed).collect()) == [
+        (0, "bad_user"), (1, "bad_user"), (2, "bad_user")]
