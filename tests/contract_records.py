@@ -117,7 +117,7 @@ def float_text(r: random.Random) -> str:
     if k < 0.3:
         return repr(r.uniform(-10, 10))
     if k < 0.5:
-        return repr(r.choice([-1, 1]) * 10 ** r.uniform(-320, 310))
+        return f"{r.choice(['', '-'])}{r.uniform(1, 10):.17g}e{r.randint(-330, 330)}"  # also past the double range
     if k < 0.9:
         return r.choice(FLOAT_TEXTS)
     return r.choice(["1." + "1" * 998, "1." + "1" * 999, "1e" + "1" * 999, "-1." + "2" * 999])
@@ -282,7 +282,8 @@ def random_value(r: random.Random) -> bytes | None:
         n = MAX_VALUE_BYTES - len(_with_field(text, '"pad":""').encode("utf-8", "surrogatepass"))
         text = _with_field(text, '"pad":"' + "p" * (n + r.randint(-1, 2)) + '"')
     elif k < 0.03:  # a key at the key-length limit
-        text = _with_field(text, f'"{"k" * r.choice([MAX_KEY_UTF16_UNITS, MAX_KEY_UTF16_UNITS + 1])}":1')
+        ch, units = r.choice([("k", 1), ("\u00e9", 1), ("\U0001f600", 2)])  # the limit counts UTF-16 units
+        text = _with_field(text, f'"{ch * (MAX_KEY_UTF16_UNITS // units + r.choice([0, 1]))}":1')
     value = text.encode("utf-8", "surrogatepass")
     k = r.random()
     if k < 0.03:
@@ -378,6 +379,10 @@ EDGE_CASES: list[tuple[bytes | None, object, object]] = [
     (b'{"user": "u", "item": "a", "x": ' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}", "malformed_json", None),
     (b'{"user": "u", "item": "a", "x": ' + b"1" * 1000 + b"}", _ev("u"), "missing_rating"),
     (b'{"user": "u", "item": "a", "x": ' + b"1" * 1001 + b"}", "malformed_json", None),
+    (('{"user": "u", "item": "a", "%s": 1}' % ("\U0001f600" * (MAX_KEY_UTF16_UNITS // 2))).encode(), _ev("u"),
+     "missing_rating"),  # an astral character is two UTF-16 units of the key-length limit
+    (('{"user": "u", "item": "a", "%s": 1}' % ("\U0001f600" * (MAX_KEY_UTF16_UNITS // 2 + 1))).encode(),
+     "malformed_json", None),
     (b"", "empty_value", None),
     (None, "empty_value", None),
     (b'{"user": "u", "item": "a", "pad": "' + b"p" * MAX_VALUE_BYTES + b'"}', "value_too_large", None),

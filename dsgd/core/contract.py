@@ -181,8 +181,10 @@ def _json_object(value: bytes) -> dict | None:
         return None
     if not isinstance(doc, dict):
         return None
-    # lone surrogates come only from \u escapes; a key over the limit needs a text as long
-    return doc if ("\\u" not in text and len(text) <= MAX_KEY_UTF16_UNITS) or _well_formed(doc) else None
+    # lone surrogates come only from \u escapes; a key over the limit needs over half as many characters
+    # (an astral character is two UTF-16 units)
+    short = len(text) <= MAX_KEY_UTF16_UNITS // 2
+    return doc if ("\\u" not in text and short) or _well_formed(doc) else None
 
 
 def _depth(text: str) -> int:
