@@ -76,17 +76,17 @@ def _json_ok(text: Column, doc: Column) -> Column:
     closed = F.when(text.contains("]"), F.call_function(
         "json_object_keys", F.concat(F.lit('{"":'), text, F.lit("}"))).isNotNull()).otherwise(True)
     one_object = (doc.isNotNull() & F.call_function("variant_get", doc, F.lit("$[1]")).isNull()
-                  & text.rlike(r"^[ \t\n\r]*\{") & closed)
+                  & (text.startswith("{") | text.rlike(r"^[ \t\n\r]*\{")) & closed)
     return F.call_function("is_valid_utf8", text) & one_object & ~lone_surrogate & ~too_deep
 
 
 def _id_checks(v: Column) -> tuple[Column, Column, Column]:
     """(canonical text, missing, bad) of an id variant."""
     kind, text = _type(v), _text(v)
-    blank = text.rlike(f"^[{WHITESPACE_CHARS}]*\\z")
+    odd = text.rlike(f"[{CONTROL_CHARS}]|^[{WHITESPACE_CHARS}]|[{WHITESPACE_CHARS}]\\z")  # one regex per id
+    blank = (F.length(text) == 0) | (odd & text.rlike(f"^[{WHITESPACE_CHARS}]+\\z"))
     missing = v.isNull() | (kind == "VOID") | ((kind == "STRING") & blank)
-    bad = (~kind.isin("STRING", "BIGINT") | (F.length(text) > MAX_ID_CHARS)
-           | text.rlike(f"[{CONTROL_CHARS}]|^[{WHITESPACE_CHARS}]|[{WHITESPACE_CHARS}]\\z"))
+    bad = ~kind.isin("STRING", "BIGINT") | (F.length(text) > MAX_ID_CHARS) | odd
     return text, missing, bad
 
 
