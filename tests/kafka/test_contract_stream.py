@@ -87,3 +87,18 @@ def test_produce_sends_only_the_rows_that_meet_the_contract_and_reports_the_othe
     got = [json.loads(m.value) for m in consumer]
     consumer.close()
     assert got == [{"user": "u1", "item": "i1", "rating": 4.0, "ts": 1_600_000_000_000}]
+
+
+def test_dsgd_produce_reports_the_rows_it_did_not_send(kafka_broker, topic, tmp_path, capsys):
+    from dsgd import cli
+
+    data = tmp_path / "u.data"  # MovieLens 100K layout: user, item, rating, unix seconds
+    data.write_text("1\t10\t4\t881250949\n2\t20\t7\t881250950\n3\t30\t5\t881250951\n")
+    rc = cli.main(["produce", "--dataset", "ml-100k", "--path", str(data),
+                   "--set", f'kafka.bootstrap_servers="{kafka_broker.bootstrap}"', "--set", f'kafka.topic="{topic}"',
+                   "--set", 'model.kind="explicit"', "--set", "model.rating_min=1", "--set", "model.rating_max=5"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert f"produced 2 events to {topic}" in out
+    assert "1 rows break the event contract and were not sent: rating_out_of_range=1" in err
+    assert '"user":"2"' in err  # the row itself is shown
