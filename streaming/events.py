@@ -42,6 +42,7 @@ __all__ = ["REASONS", "QUARANTINE_COLUMNS", "parse_events", "valid_events", "qua
 QUARANTINE_COLUMNS = ["raw_key", "raw_value", "topic", "partition", "offset", "kafka_ts", "reason"]
 
 _NUMBER_TYPES = ("BIGINT", "DOUBLE")  # plus DECIMAL(p,s)
+_CONTROL = "[" + "".join(f"\\u{ord(c):04x}" for c in CONTROL_CHARS) + "]"  # a Java regex class
 # Escaped backslashes, then escaped surrogate pairs, are cut out; a surrogate escape left is a lone one.
 _ESCAPED_BACKSLASH = r"\\\\"
 _SURROGATE_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -80,13 +81,15 @@ def _json_ok(text: Column, doc: Column) -> Column:
     return F.call_function("is_valid_utf8", text) & one_object & ~lone_surrogate & ~too_deep
 
 
-def _id_checks(v: Column) -> tuple[Column, Column, Column]:
-    """(canonical text, missing, bad) of an id variant."""
+def _id_checks(v: Column, may_hold_control: Column) -> tuple[Column, Column, Column]:
+    """(canonical text, missing, bad) of an id variant. ``may_hold_control`` is false when the record's
+    text cannot hold a control character in a string (no escape, no DEL, ASCII only): the regex is skipped."""
     kind, text = _type(v), _text(v)
-    odd = text.rlike(f"[{CONTROL_CHARS}]|^[{WHITESPACE_CHARS}]|[{WHITESPACE_CHARS}]\\z")  # one regex per id
-    blank = (F.length(text) == 0) | (odd & text.rlike(f"^[{WHITESPACE_CHARS}]+\\z"))
-    missing = v.isNull() | (kind == "VOID") | ((kind == "STRING") & blank)
-    bad = ~kind.isin("STRING", "BIGINT") | (F.length(text) > MAX_ID_CHARS) | odd
+    trimmed = F.btrim(text, F.lit(WHITESPACE_CHARS))  # looks at the ends only
+    missing = v.isNull() | (kind == "VOID") | ((kind == "STRING") & (F.octet_length(trimmed) == 0))
+    control = F.when(may_hold_control, text.rlike(_CONTROL)).otherwise(False)
+    bad = (~kind.isin("STRING", "BIGINT") | (F.length(text) > MAX_ID_CHARS)
+           | (F.octet_length(trimmed) != F.octet_length(text)) | control)
     return text, missing, bad
 
 
@@ -125,8 +128,10 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
 
     df = df.select("*", _json_ok(text, doc).alias("_json_ok"), field("user"), field("item"), field("rating"),
                    field("ts"))
-    user_text, user_missing, user_bad = _id_checks(F.col("_user"))
-    item_text, item_missing, item_bad = _id_checks(F.col("_item"))
+    # a control character in a valid JSON string is escaped (\n, \u0000), or DEL, or a non-ASCII C1
+    may_hold_control = text.contains("\\") | text.contains("\x7f") | (F.octet_length(text) != F.length(text))
+    user_text, user_missing, user_bad = _id_checks(F.col("_user"), may_hold_control)
+    item_text, item_missing, item_bad = _id_checks(F.col("_item"), may_hold_control)
     r, t = F.col("_rating"), F.col("_ts")
     r_kind, t_kind = _type(r), _type(t)
     has_rating = r.isNotNull() & (r_kind != "VOID")

@@ -40,9 +40,10 @@ MAX_DEPTH = 64
 MAX_NUMBER_DIGITS = 1000
 MAX_KEY_UTF16_UNITS = 50_000
 
-#: Character classes, written so that Python's ``re`` and Java's regex read them alike.
-CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"  # Unicode category Cc
-WHITESPACE_CHARS = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"  # White_Space
+#: Characters an id may not hold (Unicode category Cc), and may not start or end with (White_Space).
+CONTROL_CHARS = "".join(map(chr, (*range(0x20), *range(0x7F, 0xA0))))
+WHITESPACE_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
 #: An RFC 3339 date-time (offset required, no leap second); groups: y m d H M S fraction sign oh om.
 RFC3339 = (r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
            r"(?:\.([0-9]+))?(?:[Zz]|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))")
@@ -148,8 +149,7 @@ class _Number(NamedTuple):
 
 
 _MISSING, _BAD = object(), object()
-_BLANK = re.compile(f"[{WHITESPACE_CHARS}]*")
-_BAD_CHAR = re.compile(f"[{CONTROL_CHARS}]|^[{WHITESPACE_CHARS}]|[{WHITESPACE_CHARS}]\\Z")
+_CONTROL = re.compile(f"[{re.escape(CONTROL_CHARS)}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _RFC3339 = re.compile(RFC3339)
@@ -160,9 +160,9 @@ def _id(v: object) -> object:
     """The canonical id text, or _MISSING / _BAD."""
     if isinstance(v, _Number) and v.integer and MIN_INT_ID <= int(v.text) <= MAX_INT_ID:
         return str(int(v.text))  # "-0" -> "0"; JSON allows no other non-canonical integer text
-    if v is None or (isinstance(v, str) and _BLANK.fullmatch(v)):
+    if v is None or (isinstance(v, str) and not v.strip(WHITESPACE_CHARS)):
         return _MISSING
-    if not isinstance(v, str) or len(v) > MAX_ID_CHARS or _BAD_CHAR.search(v):
+    if not isinstance(v, str) or len(v) > MAX_ID_CHARS or v.strip(WHITESPACE_CHARS) != v or _CONTROL.search(v):
         return _BAD
     return v
 
