@@ -34,10 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dsgd.config import load_config  # noqa: E402
+from dsgd.core.config import load_config  # noqa: E402
 from dsgd.core.contract import parse_event  # noqa: E402
-from dsgd.session import build_session  # noqa: E402
-from dsgd.synthetic import generate_stream, to_json_lines  # noqa: E402
+from dsgd.store.session import build_session  # noqa: E402
+from dsgd.evaluation.synthetic import generate_stream, to_json_lines  # noqa: E402
 from streaming import events as current  # noqa: E402
 
 COLLECTED = ["user", "item", "rating", "ts", "seq", "topic", "partition", "offset", "reason"]

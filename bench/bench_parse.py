@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from dsgd.config import load_config  # noqa: E402
-from dsgd.kafka_broker import KafkaBroker  # noqa: E402
-from dsgd.session import build_session  # noqa: E402
-from dsgd.synthetic import generate_stream, to_json_lines  # noqa: E402
+from dsgd.core.config import load_config  # noqa: E402
+from dsgd.ops.kafka_broker import KafkaBroker  # noqa: E402
+from dsgd.store.session import build_session  # noqa: E402
+from dsgd.evaluation.synthetic import generate_stream, to_json_lines  # noqa: E402
 from streaming.events import parse_events, valid_events  # noqa: E402
 
 WIRE_SCHEMA = "user string, item string, rating string, ts string, _corrupt string"

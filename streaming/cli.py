@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsgd.cli import command
-from dsgd.config import Config
+from dsgd.cli.registry import command
+from dsgd.core.config import Config
 
 
 def _stream_args(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def cmd_stream(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _produce_args(p: argparse.ArgumentParser) -> None:
-    from dsgd.loaders import DATASETS
+    from dsgd.evaluation.loaders import DATASETS
 
     p.add_argument("--dataset", default="synthetic", choices=("synthetic", *DATASETS),
                    help="what to replay (a published format, or the synthetic generator)")
@@ -45,16 +45,16 @@ def _produce_args(p: argparse.ArgumentParser) -> None:
 @command("produce", "replay a data set or a synthetic stream into the topic, in event-time order; rows that "
          "break the event contract are not sent (counted and reported)", _produce_args)
 def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
-    from dsgd.kafka_broker import create_topic
+    from dsgd.ops.kafka_broker import create_topic
     from streaming.produce import produce_events
 
     if args.dataset == "synthetic":
-        from dsgd.synthetic import generate_stream
+        from dsgd.evaluation.synthetic import generate_stream
 
         df = generate_stream(args.events, n_users=args.users, n_items=args.items, seed=args.seed,
                              implicit=not args.explicit)
     else:
-        from dsgd.loaders import load_dataset
+        from dsgd.evaluation.loaders import load_dataset
 
         if not args.path:
             raise SystemExit(f"dsgd produce: --path is required for --dataset {args.dataset}")

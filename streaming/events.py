@@ -23,7 +23,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
+from dsgd.core import columns as C
 from dsgd.core.contract import (
     CONTROL_CHARS,
     MAX_DEPTH,

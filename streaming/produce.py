@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from dsgd import columns as C
+from dsgd.core import columns as C
 from dsgd.core.contract import parse_event
-from dsgd.synthetic import to_json_lines
+from dsgd.evaluation.synthetic import to_json_lines
 
 log = logging.getLogger("dsgd.produce")
 

@@ -52,8 +52,9 @@ def test_user_guide_lists_every_metrics_column():
 
 
 def test_every_dsgd_command_in_the_docs_exists():
-    import dsgd.standalone  # noqa: F401 - registers `dsgd cluster`
-    from dsgd.cli import COMMANDS, build_parser
+    import dsgd.ops.standalone  # noqa: F401 - registers `dsgd cluster`
+    from dsgd.cli.registry import COMMANDS
+    from dsgd.cli import build_parser
 
     build_parser()  # loads the subcommand plugins
     text = "".join(p.read_text() for p in DOCS.glob("*.md"))

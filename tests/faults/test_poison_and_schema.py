@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from dsgd.config import ConfigError
-from dsgd.synthetic import generate_stream
+from dsgd.core.config import ConfigError
+from dsgd.evaluation.synthetic import generate_stream
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import explicit_values, metrics, produce_raw, stream_cfg, table, write_conf
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from dsgd.synthetic import generate_stream
+from dsgd.evaluation.synthetic import generate_stream
 
 #: Bad records of every kind, each with the reason it must be quarantined with.
 BAD_RECORDS: list[tuple[bytes | None, str]] = [
@@ -57,7 +57,7 @@ def produce(bootstrap: str, topic: str, df: pd.DataFrame, bad: list[tuple[bytes 
 
 def factors(spark, warehouse: str, version: int | None = None) -> pd.DataFrame:
     """The current factor rows (one per side + id) of the model in ``warehouse``, sorted."""
-    from dsgd.factor_store import FactorStore
+    from dsgd.store.factor_store import FactorStore
 
     df = FactorStore(spark, f"{warehouse}/factors").current(version).where("side != 'm'").toPandas()
     return df.sort_values(["side", "id"]).reset_index(drop=True)
