@@ -149,6 +149,13 @@ class StreamConfig:
                                 lo=1e-3, hi=1e30)
     vacuum_retention_hours: float = _f(168.0, "Maintenance VACUUMs the factors table keeping this many hours "
                                        "of history: rollback works within this window.", lo=0.0, hi=87600.0)
+    metrics_port: int = _f(0, "Port of the trainer's Prometheus endpoint (/metrics: the figures of every metrics row "
+                           "and the query's progress, docs/monitoring.md); 0 = off.", lo=0, hi=65535)
+    metrics_address: str = _f("0.0.0.0", "Address the Prometheus endpoint listens on (127.0.0.1: this host only).",
+                              pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    mlflow_interval_s: float = _f(60.0, "With retrain.mlflow_tracking_uri set, the stream's MLflow run (one per query) "
+                                  "gets a batch's metrics at most once per this many seconds (and the last batch "
+                                  "when the query stops); 0 = every batch.", lo=0.0, hi=86400.0)
 
 
 POLICIES = ("replace", "warm-start", "score-blend")
@@ -182,6 +189,10 @@ class RetrainConfig:
     top_k: int = _f(10, "Recommendations per user of the top-K export and the default of `dsgd recommend -k`.",
                     lo=1, hi=100000)
     filter_seen: bool = _f(True, "Leave the items a user already interacted with out of the recommendations.")
+    mlflow_tracking_uri: str = _f("", "MLflow tracking URI (e.g. sqlite:///mlflow.db, http://host:5000): every `dsgd "
+                                  "retrain` becomes an MLflow run and the stream logs one run per query (needs "
+                                  "`pip install dsgd-stream[mlflow]`); empty = off.")
+    mlflow_experiment: str = _f("dsgd", "MLflow experiment of those runs.", pattern=r"^[A-Za-z0-9_./-]+$")
 
 
 @dataclass(frozen=True)
