@@ -64,6 +64,7 @@ class StreamTrainer:
     -------
     >>> trainer = StreamTrainer(spark, cfg)
     >>> query = trainer.start()          # or trainer.run() to block until done / SIGTERM
+    >>> query.stop(); trainer.monitor.close()   # run() closes the /metrics endpoint and MLflow run itself
     """
 
     STALE_RETRIES = STALE_RETRIES

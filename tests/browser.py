@@ -49,7 +49,7 @@ def loaded_images(page: Path, workdir: Path, timeout: float = 120) -> list[dict]
     return json.loads(html.unescape(found.group(1)))
 
 
-def screenshot(page: Path, png: Path, workdir: Path, *, width: int = 1150, height: int = 3000,
+def screenshot(page: Path, png: Path, workdir: Path, *, width: int = 1150, height: int = 2700,
                timeout: float = 120) -> Path:
     """A PNG of ``page`` at ``width`` x ``height`` pixels."""
     out = _run([f"--screenshot={png.resolve()}", f"--window-size={width},{height}", "--virtual-time-budget=10000",

@@ -63,7 +63,7 @@ def ops(spark, kafka_broker, base_config, tmp_path_factory):
     port = free_port()
     cfg = base_config.replace(
         app={"warehouse": str(root / "warehouse"), "checkpoint_root": str(root / "checkpoints")},
-        kafka={"bootstrap_servers": kafka_broker.bootstrap, "topic": topic, "max_offsets_per_trigger": 300},
+        kafka={"bootstrap_servers": kafka_broker.bootstrap, "topic": topic, "max_offsets_per_trigger": 400},
         stream={"trigger_interval": "1 second", "eval_max_events": 500, "metrics_port": port,
                 "metrics_address": "127.0.0.1", "mlflow_interval_s": 0.0},
         retrain={"mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "als_max_iter": 3},
