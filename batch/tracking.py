@@ -60,8 +60,9 @@ class RetrainRun:
         for name, values in metrics.items():
             if isinstance(values, list):
                 self.run.log_series(name, values)
-        self.run.set_tags({"mlflow.runName": f"retrain {res.snapshot_id}", "status": res.status, "snapshot_id": res.snapshot_id, "policy": res.policy,
-                           "trainer": trainer, "snapshot_version": res.snapshot_version,
+        self.run.set_tags({"mlflow.runName": f"retrain {res.snapshot_id}", "status": res.status,
+                           "snapshot_id": res.snapshot_id, "policy": res.policy, "trainer": trainer,
+                           "snapshot_version": res.snapshot_version,
                            "factors_version_written": res.factors_version if res.status == "blended" else ""})
 
 

@@ -58,10 +58,11 @@ class SparkViews:
             raise ValueError(f"transform: the DataFrame lacks column(s) {', '.join(missing)}")
         types = dict(df.dtypes)
         # the input's own session: tuning fits and transforms in threads, where no session is "active"
-        uf = self._factors_df(self.users, df.sparkSession).select(F.col(C.ID).alias("__u"), F.col(C.VEC).alias("__uv"),
-                                     F.col(C.BIAS).alias("__ub"))
-        itf = self._factors_df(self.items, df.sparkSession).select(F.col(C.ID).alias("__i"), F.col(C.VEC).alias("__iv"),
-                                      F.col(C.BIAS).alias("__ib"))
+        spark = df.sparkSession
+        uf = self._factors_df(self.users, spark).select(F.col(C.ID).alias("__u"), F.col(C.VEC).alias("__uv"),
+                                                        F.col(C.BIAS).alias("__ub"))
+        itf = self._factors_df(self.items, spark).select(F.col(C.ID).alias("__i"), F.col(C.VEC).alias("__iv"),
+                                                         F.col(C.BIAS).alias("__ib"))
         how = "inner" if strategy == "drop" else "left"
         j = (df.withColumn("__uk", _spark_id(df, ucol, types)).withColumn("__ik", _spark_id(df, icol, types))
              .join(F.broadcast(uf), F.col("__uk") == F.col("__u"), how)

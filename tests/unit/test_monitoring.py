@@ -125,3 +125,33 @@ def test_the_page_has_every_plot_with_or_without_data(with_data):
     if with_data:
         assert "malformed_json" not in page  # reasons are drawn into the plot, not listed as text
         assert "291 / 9" in page  # 3 batches x 97 valid / 3 quarantined
+
+
+def test_the_core_needs_no_mlflow_and_a_set_uri_without_it_fails_naming_the_extra():
+    """MLflow hidden from the interpreter (as in a core install): everything imports and runs with
+    tracking off; a set tracking URI fails at start-up with the install command."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+sys.modules["mlflow"] = None  # any `import mlflow...` now raises ImportError
+from batch.tracking import retrain_run
+from dsgd.core.config import Config, ConfigError
+from streaming.monitoring import MlflowStreamRun, StreamMetrics
+import dsgd.api.ml, dsgd.ops.report, streaming.trainer
+StreamMetrics()
+with retrain_run(Config()) as run:
+    run.record(None, None, None)
+try:
+    with retrain_run(Config().replace(retrain={"mlflow_tracking_uri": "sqlite:///x.db"})):
+        pass
+except ConfigError as exc:
+    print(exc)
+"""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "retrain.mlflow_tracking_uri" in out.stdout and "pip install 'dsgd-stream[mlflow]'" in out.stdout
