@@ -42,6 +42,7 @@ from streaming.decisions import METRICS_SCHEMA, BatchResult
 from streaming.faults import FAULT_POINTS, FaultHook, InjectedFault
 from streaming.lag import LAG_RETRY_S, LagProbe
 from streaming.model_state import ModelCache
+from streaming.monitoring import StreamMonitor
 from streaming.pipeline import STALE_RETRIES, MicroBatch, TrainerContext
 from streaming.source import SOURCE_DEFAULTS, source_options
 
@@ -63,6 +64,7 @@ class StreamTrainer:
     -------
     >>> trainer = StreamTrainer(spark, cfg)
     >>> query = trainer.start()          # or trainer.run() to block until done / SIGTERM
+    >>> query.stop(); trainer.monitor.close()   # run() closes the /metrics endpoint and MLflow run itself
     """
 
     STALE_RETRIES = STALE_RETRIES
@@ -82,6 +84,7 @@ class StreamTrainer:
                                   lag=LagProbe(cfg.kafka.bootstrap_servers), fault_hook=fault_hook)
         self.stream_id: str | None = None
         self._started = threading.Event()
+        self.monitor = StreamMonitor(cfg, self.store)  # Prometheus endpoint, MLflow run (both off by default)
 
     @property
     def results(self) -> list[BatchResult]:
@@ -97,14 +100,15 @@ class StreamTrainer:
         return f"{self.cfg.app.checkpoint_root.rstrip('/')}/stream"
 
     def start(self):
-        s = self.cfg.stream
-        writer = (self.source().writeStream.queryName(f"{self.cfg.app.name}-trainer")
+        s, name = self.cfg.stream, f"{self.cfg.app.name}-trainer"
+        writer = (self.source().writeStream.queryName(name)
                   .option("checkpointLocation", self.checkpoint).foreachBatch(self.process_batch))
         if s.trigger == "available_now":
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=s.trigger_interval)
         self.ctx.check_replay = True
+        self.monitor.start(self.spark, name)
         query = writer.start()
         self.stream_id = str(query.id)
         self._started.set()
@@ -138,6 +142,7 @@ class StreamTrainer:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             self.ctx.lag.close()
+            self.monitor.close(failed=query.exception() is not None)
         exc = query.exception()
         if exc is not None:
             log.error("stream failed: %s", failure_cause(str(exc)))
@@ -147,7 +152,7 @@ class StreamTrainer:
     # ---- one micro-batch ------------------------------------------------------------------------
     def process_batch(self, batch_df: DataFrame, batch_id: int) -> None:
         self._started.wait(60)
-        MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run()
+        self.monitor.observe(MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run())
         if batch_id > 0 and batch_id % self.cfg.stream.maintenance_every == 0:
             self.maintenance()
 

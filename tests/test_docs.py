@@ -68,3 +68,12 @@ def test_files_the_docs_point_to_exist():
         assert (ROOT / rel).exists(), f"the docs reference {rel}, which does not exist"
     for link in re.findall(r"\]\(([\w-]+\.md)(?:#[\w-]+)?\)", text):
         assert (DOCS / link).exists(), f"broken link to docs/{link}"
+
+
+def test_monitoring_doc_lists_every_prometheus_metric():
+    from dsgd.core import metric_names
+
+    names = {v for k, v in vars(metric_names).items() if k.isupper() and isinstance(v, str)}
+    text = (DOCS / "monitoring.md").read_text()
+    documented = set(re.findall(r"^\| `(dsgd_[a-z_]+?)(?:_total)?(?:\{[a-z,]+\})?` \|", text, flags=re.M))
+    assert names <= documented, f"metrics missing from docs/monitoring.md: {names - documented}"

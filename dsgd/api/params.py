@@ -89,21 +89,31 @@ def resolve_bias(kind: str, use_bias: bool | None) -> bool:
     return kind == "explicit" or bool(use_bias)
 
 
+def default_of(name: str) -> Any:
+    """The estimator's default of ``name`` (``use_bias``: None, the kind's default)."""
+    if name in OWN:
+        return OWN[name][0]
+    return None if name == "use_bias" else _FIELDS[name].default
+
+
+def doc_of(name: str) -> str:
+    """The contract of ``name``: the declaration's doc plus its allowed values or range."""
+    if name in OWN:
+        return OWN[name][1]
+    meta = _FIELDS[name].metadata
+    doc = meta["doc"]
+    if meta.get("choices"):
+        doc += f" Supported values: {', '.join(repr(c) for c in meta['choices'])}."
+    elif meta.get("lo") is not None:
+        doc += f" Range {meta['lo']:g}..{meta['hi']:g}."
+    if name == "use_bias":
+        doc += " None: the kind's default (on for explicit, off for implicit)."
+    return doc
+
+
 def docstring() -> str:
     """The numpydoc ``Parameters`` section, generated from the declarations."""
     lines = ["Parameters", "----------"]
     for name in PARAM_NAMES:
-        if name in OWN:
-            default, doc = OWN[name]
-        else:
-            f = _FIELDS[name]
-            default, doc = (None if name == "use_bias" else f.default), f.metadata["doc"]
-            meta = f.metadata
-            if meta.get("choices"):
-                doc += f" Supported values: {', '.join(repr(c) for c in meta['choices'])}."
-            elif meta.get("lo") is not None:
-                doc += f" Range {meta['lo']:g}..{meta['hi']:g}."
-            if name == "use_bias":
-                doc += " None: the kind's default (on for explicit, off for implicit)."
-        lines += [f"{name} : default {default!r}", f"    {doc}"]
+        lines += [f"{name} : default {default_of(name)!r}", f"    {doc_of(name)}"]
     return "\n".join(lines)
