@@ -20,8 +20,9 @@ from dsgd.core import columns as C
 from dsgd.core.config import ModelConfig
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
-#: ``[model]`` keys the estimator takes (the rating bounds are checks of the stream's ingestion).
-MODEL_KEYS = tuple(n for n in _FIELDS if n not in ("rating_min", "rating_max"))
+#: ``[model]`` keys the estimator takes: not the rating bounds (checks of the stream's ingestion) nor the
+#: driver-size limit of the stream's local engine (a fit's input is already in hand).
+MODEL_KEYS = tuple(n for n in _FIELDS if n not in ("rating_min", "rating_max", "local_max_rows"))
 DEFAULTS = ModelConfig()
 
 COLD_START_STRATEGIES = ("nan", "drop")
