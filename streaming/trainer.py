@@ -14,8 +14,8 @@ cause) and hands every micro-batch to :class:`streaming.pipeline.MicroBatch`, wh
 6. **commit** the changed rows and the model metadata in ONE Delta commit (an append of row versions
    with a compare-and-swap on the model sequence, :mod:`dsgd.store.factor_store`), skipped when the
    factors already include this batch (the replay after a crash);
-7. **record** one ``metrics`` row; every ``stream.maintenance_every`` batches the factor table is
-   compacted and vacuumed.
+7. **record** one ``metrics`` row; every ``stream.maintenance_every`` batches a maintenance pass
+   bounded by what changed since the last one (:mod:`dsgd.store.maintenance`).
 
 Nothing is carried from batch to batch as a DataFrame (state is re-read from Delta or cached as
 arrays), so the plan never grows. Exactly-once: Spark replays a failed batch with the same offsets and
@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from dsgd.core.config import Config
 from dsgd.store.errors import StaleModel
 from dsgd.store.factor_store import FactorStore
+from dsgd.store.maintenance import compact_events, maintain_factors, only_maintenance_since
 from dsgd.store.tables import Tables
 from streaming.decisions import METRICS_SCHEMA, BatchResult
 from streaming.faults import FAULT_POINTS, FaultHook, InjectedFault
@@ -157,19 +158,32 @@ class StreamTrainer:
             self.maintenance()
 
     def maintenance(self) -> None:
-        """Compact and VACUUM the factors table (every ``stream.maintenance_every`` batches)."""
-        t = time.perf_counter()
+        """A maintenance pass (every ``stream.maintenance_every`` batches), bounded by what changed since
+        the last one (:mod:`dsgd.store.maintenance`); the cached model survives it when no other writer
+        committed in between."""
+        s, state = self.cfg.stream, self.ctx.cache.state
+        meta = state.meta if state is not None else self.store.meta()
+        if state is not None and state.users is not None:
+            rows = len(state.users) + len(state.items)
+        else:  # kept in the metadata by every commit; an older table without them is rewritten each pass
+            rows = int(meta.get("n_users", 0)) + int(meta.get("n_items", 0))
         try:
-            self.store.compact()
+            res = maintain_factors(self.store, model_rows=rows, garbage_ratio=s.compaction_garbage_ratio,
+                                   small_file_bytes=s.small_file_mb << 20, retention_hours=s.vacuum_retention_hours)
         except StaleModel as exc:  # another writer kept committing: the next maintenance pass compacts
             self.ctx.cache.drop()
             log.warning("maintenance: compaction skipped, the model kept changing underneath (%s)", exc)
             return
-        self.store.vacuum(self.cfg.stream.vacuum_retention_hours)
+        if self.ctx.events_since is not None:
+            compact_events(self.spark, self.tables.events, self.ctx.events_since, s.small_file_mb << 20)
+            self.ctx.events_since = None
         self.spark.catalog.clearCache()
-        self.ctx.cache.drop()  # compaction made a new version: re-read (cheap) rather than guess
-        log.info("maintenance: compacted and vacuumed the factors table (retention %gh) in %.1fs",
-                 self.cfg.stream.vacuum_retention_hours, time.perf_counter() - t)
+        kept = self.ctx.cache.after_maintenance(res, self.store.last_written if res.rewrote else None,
+                                                only_maintenance_since(self.spark, self.store.path, res.version_before))
+        log.info("maintenance: %s the factors table (%d row versions for %d model rows), bin-packed small files, "
+                 "vacuumed (retention %gh) in %.1fs; cached model %s", "rewrote" if res.rewrote else "kept",
+                 res.table_rows, res.model_rows, s.vacuum_retention_hours, res.seconds,
+                 "kept" if kept else "re-read at the next batch")
 
 
 def resolve_engine(engine: str, store: FactorStore, max_rows: int) -> str:
