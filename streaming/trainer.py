@@ -34,7 +34,7 @@ import time
 
 from pyspark.sql import DataFrame, SparkSession
 
-from dsgd.core.config import Config
+from dsgd.core.config import Config, ConfigError
 from dsgd.store.errors import StaleModel
 from dsgd.store.factor_store import FactorStore
 from dsgd.store.maintenance import compact_events, maintain_factors, only_maintenance_since
@@ -45,6 +45,7 @@ from streaming.lag import LAG_RETRY_S, LagProbe
 from streaming.model_state import ModelCache
 from streaming.monitoring import StreamMonitor
 from streaming.pipeline import STALE_RETRIES, MicroBatch, TrainerContext
+from streaming.report_lines import heartbeat, run_summary
 from streaming.source import SOURCE_DEFAULTS, source_options
 
 log = logging.getLogger("dsgd.stream")
@@ -85,7 +86,10 @@ class StreamTrainer:
                                   lag=LagProbe(cfg.kafka.bootstrap_servers), fault_hook=fault_hook)
         self.stream_id: str | None = None
         self._started = threading.Event()
+        self._last_batch_at = self._last_heartbeat_at = time.monotonic()
         self.monitor = StreamMonitor(cfg, self.store)  # Prometheus endpoint, MLflow run (both off by default)
+        log.info("the trainer runs with (keys not at their defaults; all keys: dsgd config):\n%s",
+                 cfg.describe(("app", "spark", "kafka", "model", "stream")))
 
     @property
     def results(self) -> list[BatchResult]:
@@ -100,8 +104,23 @@ class StreamTrainer:
     def checkpoint(self) -> str:
         return f"{self.cfg.app.checkpoint_root.rstrip('/')}/stream"
 
+    def check_topic(self) -> None:
+        """Fail at start, naming the topic and how to create it, when the broker does not host it
+        (Spark's own error comes ~25 s later and names neither)."""
+        k = self.cfg.kafka
+        if any(o in k.options for o in ("subscribePattern", "assign")):
+            return
+        missing = self.ctx.lag.missing_topics([t.strip() for t in k.topic.split(",") if t.strip()])
+        if missing:
+            self.ctx.lag.close()
+            raise ConfigError(f"kafka.topic: the broker at {k.bootstrap_servers} has no topic "
+                              f"{', '.join(repr(t) for t in missing)}; create it with `dsgd kafka create-topic` "
+                              f"(kafka.partitions = {k.partitions}) or replay data into it with "
+                              "`dsgd produce --create-topic`")
+
     def start(self):
         s, name = self.cfg.stream, f"{self.cfg.app.name}-trainer"
+        self.check_topic()
         writer = (self.source().writeStream.queryName(name)
                   .option("checkpointLocation", self.checkpoint).foreachBatch(self.process_batch))
         if s.trigger == "available_now":
@@ -127,7 +146,8 @@ class StreamTrainer:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old[sig] = signal.signal(sig, lambda *_: stop.set())
-        deadline = time.monotonic() + timeout_s if timeout_s else None
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s if timeout_s else None
         try:
             while query.isActive and not stop.is_set():
                 try:
@@ -136,6 +156,7 @@ class StreamTrainer:
                     break
                 if deadline and time.monotonic() > deadline:
                     break
+                self._heartbeat()
             if query.isActive:
                 log.info("stopping the stream (signal or timeout)")
                 query.stop()
@@ -145,15 +166,36 @@ class StreamTrainer:
             self.ctx.lag.close()
             self.monitor.close(failed=query.exception() is not None)
         exc = query.exception()
+        log.info("%s", run_summary(self.results, time.monotonic() - t0, self._version(), self.cfg.stream.eval_k))
         if exc is not None:
             log.error("stream failed: %s", failure_cause(str(exc)))
             return 1
         return 0
 
+    def _heartbeat(self) -> None:
+        every = self.cfg.stream.heartbeat_seconds
+        if not every or self.cfg.stream.trigger == "available_now":
+            return
+        now = time.monotonic()
+        idle = now - max(self._last_batch_at, self._last_heartbeat_at)
+        if idle >= every:
+            self._last_heartbeat_at = now
+            log.info("%s", heartbeat(now - self._last_batch_at, self.results[-1] if self.results else None,
+                                     self.cfg.kafka.topic))
+
+    def _version(self) -> int | None:
+        try:
+            return self.store.version()
+        except Exception:  # noqa: BLE001 - the summary reports what it can
+            return None
+
     # ---- one micro-batch ------------------------------------------------------------------------
     def process_batch(self, batch_df: DataFrame, batch_id: int) -> None:
         self._started.wait(60)
-        self.monitor.observe(MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run())
+        res = MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run()
+        self.monitor.observe(res)
+        if res.rows_in:
+            self._last_batch_at = time.monotonic()
         if batch_id > 0 and batch_id % self.cfg.stream.maintenance_every == 0:
             self.maintenance()
 

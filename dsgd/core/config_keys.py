@@ -141,6 +141,8 @@ class StreamConfig:
                                          lo=0.0, hi=1e6)
     small_file_mb: int = _f(64, "Maintenance bin-packs only the files smaller than this (the batches' appends); "
                             "bigger ones, from the last rewrite, are left alone.", lo=1, hi=10**5)
+    heartbeat_seconds: float = _f(60.0, "A continuous stream that receives no events logs an idle line this "
+                                  "often (0 = never).", lo=0.0, hi=86400.0)
     max_abs_factor: float = _f(1e3, "Divergence guard: a batch whose changed factor rows hold a non-finite value "
                                 "or a vector component or bias larger than this in magnitude is rejected: none "
                                 "of its factor rows is written, the metadata records the offsets and an alert.",
