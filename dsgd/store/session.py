@@ -59,10 +59,13 @@ def spark_settings(cfg: Config) -> dict[str, str]:
 
 
 #: JVM loggers whose WARN lines are known and harmless here, raised to ERROR: the dense id index of the
-#: ALS retrain is one global window on purpose (a few thousand ids per side, one partition), and MLlib
-#: falls back to its Java BLAS when no native one is installed (the speed is measured with it).
-QUIET_LOGGERS = ("org.apache.spark.sql.execution.window.WindowExec", "dev.ludovic.netlib.blas.InstanceBuilder",
-                 "dev.ludovic.netlib.lapack.InstanceBuilder", "dev.ludovic.netlib.arpack.InstanceBuilder")
+#: ALS retrain is one global window on purpose (a few thousand ids per side, one partition), a streaming
+#: query runs without adaptive execution (Spark says so at every start), and MLlib falls back to its Java
+#: BLAS when no native one is installed (the speed is measured with it).
+QUIET_LOGGERS = ("org.apache.spark.sql.execution.window.WindowExec",
+                 "org.apache.spark.sql.execution.streaming.ResolveWriteToStream",
+                 "dev.ludovic.netlib.blas.InstanceBuilder", "dev.ludovic.netlib.lapack.InstanceBuilder",
+                 "dev.ludovic.netlib.arpack.InstanceBuilder")
 
 
 def _quiet_known_warnings(spark) -> None:
