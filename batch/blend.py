@@ -44,9 +44,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dsgd import columns as C
+from dsgd.als import replay_seed
 from dsgd.config import Config
 from dsgd.factor_store import FactorStore, ModelHead, StaleModel
-from dsgd.hashing import mix_seed
 from dsgd.local import SideFactors, train_epochs
 from dsgd.params import KernelParams, params_from_model_config
 from dsgd.schedules import make_schedule
@@ -55,6 +55,8 @@ from dsgd.spark_engine import side_to_spark
 log = logging.getLogger("dsgd.batch")
 
 FACTOR_COLS = [C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT]
+__all__ = ["FACTOR_COLS", "dsgd_epochs", "kernel_params", "replace_model", "replay_seed", "swap",
+           "warm_start_model"]
 
 
 StaleSwap = StaleModel  # the live table moved between the rebase and the swap (retried)
@@ -118,11 +120,6 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
                                        strata_order=m.strata_order, seed=m.seed, batch_id=batch_id,
                                        init_scale=m.init_scale, rank=m.rank, exchange=m.spark_exchange)
     return ou.select(*FACTOR_COLS), oi.select(*FACTOR_COLS), stats
-
-
-def replay_seed(as_of_ms: int) -> int:
-    """The ``batch_id`` that seeds the replay / warm-start of the retrain with cut-off ``as_of_ms``."""
-    return int(mix_seed(as_of_ms) % (2**31 - 1))
 
 
 # ---- policies --------------------------------------------------------------------------------------------

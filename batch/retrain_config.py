@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from dsgd.als import implicit_prefs
 from dsgd.config import POLICIES, ConfigError, RetrainConfig, _check_value
 
-__all__ = ["POLICIES", "RetrainConfig", "retrain_config", "validated"]
+__all__ = ["POLICIES", "RetrainConfig", "implicit_prefs", "retrain_config", "validated"]
 
 
 def retrain_config(cfg: Any, override: RetrainConfig | None = None) -> RetrainConfig:
@@ -45,10 +46,3 @@ def validated(base: RetrainConfig, values: dict[str, Any]) -> RetrainConfig:
             raise ConfigError(f"unknown config key retrain.{key}; allowed keys of [retrain]: {', '.join(fields)}")
         checked[key] = _check_value("retrain", fields[key], value)
     return dataclasses.replace(base, **checked)
-
-
-def implicit_prefs(rc: RetrainConfig, model_kind: str) -> bool:
-    """Resolve ``als_implicit_prefs`` (auto follows ``model.kind``)."""
-    if rc.als_implicit_prefs == "auto":
-        return model_kind == "implicit"
-    return rc.als_implicit_prefs == "true"

@@ -19,17 +19,33 @@ Example
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from dsgd.columns import ITEM, SEQ, TS, USER
-from dsgd.evaluation_models import EvalParams, Popularity, Stream, build_models, expand_models
+from dsgd.evaluation_models import (
+    FOLDIN_SUFFIX,
+    PRODUCT_KINDS,
+    EvalParams,
+    FitCache,
+    Popularity,
+    RetrainSetup,
+    Stream,
+    build_model,
+    expand_models,
+    expand_serving,
+    retrain_setup,
+)
 from dsgd.hashing import id_key
 from dsgd.metrics import EXCLUSION_MODES, dcg_from_ranks, period_means
+
+log = logging.getLogger("dsgd.evaluate")
 
 DAY_MS = 86_400_000
 PERIOD_MS = {"day": DAY_MS, "week": 7 * DAY_MS}
@@ -82,31 +98,75 @@ def cut_batches(ts: np.ndarray, *, batch_events: int | None = None, batch_second
 
 
 class SeenItems:
-    """Each user's distinct items so far (sorted arrays), for seen-item exclusion."""
+    """Each user's distinct items so far as a bitset ``[n_users, ceil(n_items / 8)]`` (uint8), for seen-item
+    exclusion (a stream of 16k users x 10k items takes 21 MB)."""
 
-    def __init__(self) -> None:
-        self.items: list[np.ndarray] = []
+    def __init__(self, n_users: int = 0, n_items: int = 0) -> None:
+        self.bits = np.zeros((n_users, (n_items + 7) // 8), np.uint8)
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        nu, nb = self.bits.shape
+        if n_users > nu or (n_items + 7) // 8 > nb:
+            bits = np.zeros((max(nu, n_users), max(nb, (n_items + 7) // 8)), np.uint8)
+            bits[:nu, :nb] = self.bits
+            self.bits = bits
 
     def mask(self, users: np.ndarray, n_items: int) -> np.ndarray:
         """Bool ``[len(users), n_items]``: item already seen by the user."""
-        out = np.zeros((len(users), n_items), bool)
-        for r, u in enumerate(users):
-            if u < len(self.items):
-                s = self.items[u]
-                out[r, s[s < n_items]] = True
-        return out
+        self._grow(int(users.max()) + 1 if len(users) else 0, n_items)
+        unpacked = np.unpackbits(self.bits[users], axis=1, bitorder="little", count=n_items)
+        return unpacked.astype(bool)
 
     def add(self, users: np.ndarray, items: np.ndarray) -> None:
         if len(users) == 0:
             return
-        need = int(users.max()) + 1
-        self.items.extend(np.zeros(0, np.int64) for _ in range(need - len(self.items)))
-        order = np.argsort(users, kind="stable")
-        su, si = users[order], items[order]
-        starts = np.r_[0, np.flatnonzero(su[1:] != su[:-1]) + 1, len(su)]
-        for a, b in itertools.pairwise(starts):
-            u = int(su[a])
-            self.items[u] = np.union1d(self.items[u], si[a:b])
+        self._grow(int(users.max()) + 1, int(items.max()) + 1)
+        _set_bits(self.bits, np.ascontiguousarray(users, np.int64), np.ascontiguousarray(items, np.int64))
+
+
+@njit(cache=True, nogil=True)
+def _set_bits(bits, users, items):
+    for n in range(users.shape[0]):
+        i = items[n]
+        bits[users[n], i >> 3] |= np.uint8(1 << (i & 7))
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _rank_events(scores, rows, targets, users, bits, n_known, per_event, off, excl, strict):
+    """Ranks of each event's target in the three modes (the contract of :func:`ranks_all_modes`).
+
+    ``scores[rows[e]]`` is event ``e``'s score row; ``bits`` the seen bitset. ``per_event``: after ranking
+    event ``e`` its (user, item) is marked seen, so later events of the chunk see it (fold-in serving,
+    where the server has the user's earlier events). Two passes: a branch-free count over all items,
+    then the seen items (set bits) among them."""
+    n_bytes = (n_known + 7) >> 3
+    for e in range(targets.shape[0]):
+        t = targets[e]
+        u = users[e]
+        if t >= n_known:
+            off[e] = 0
+            excl[e] = 0
+            strict[e] = 0
+        else:
+            row = rows[e]
+            st = scores[row, t]
+            o = 1
+            for j in range(n_known):
+                o += scores[row, j] > st
+            hidden = 0
+            for byte in range(n_bytes):
+                v = bits[u, byte]
+                if v:
+                    for bit in range(8):
+                        if (v >> bit) & 1:
+                            j = byte * 8 + bit
+                            if j < n_known and scores[row, j] > st:
+                                hidden += 1
+            off[e] = o
+            excl[e] = o - hidden
+            strict[e] = 0 if (bits[u, t >> 3] >> (t & 7)) & 1 else o - hidden
+        if per_event:
+            bits[u, t >> 3] |= np.uint8(1 << (t & 7))
 
 
 def ranks_all_modes(scores: np.ndarray, targets: np.ndarray, seen: np.ndarray) -> dict[str, np.ndarray]:
@@ -152,11 +212,113 @@ class RunResult:
         return len(self.stream)
 
 
+class Progress:
+    """Progress of one model's pass: a tqdm bar on a terminal, a log line every ``every`` seconds
+    otherwise (events done, events/s, ETA)."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool | None = None, every: float = 15.0) -> None:
+        import sys
+
+        self.total, self.desc, self.every = total, desc, every
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+        tty = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        if tty and enabled is not False:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="ev", unit_scale=True, leave=False, dynamic_ncols=True)
+        self.log = enabled is not False and not tty
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if self.log and now - self.last >= self.every:
+            self.last = now
+            rate = self.done / (now - self.t0)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info("%s: %d/%d events (%.0f%%), %.0f events/s, ETA %s", self.desc, self.done, self.total,
+                     100.0 * self.done / max(1, self.total), rate, _hms(eta))
+
+    def close(self) -> float:
+        if self.bar is not None:
+            self.bar.close()
+        secs = time.perf_counter() - self.t0
+        if self.log or self.bar is not None:
+            log.info("%s: %d events in %.1f s (%.0f events/s)", self.desc, self.done, secs,
+                     self.done / secs if secs > 0 else float("nan"))
+        return secs
+
+
+def _hms(s: float) -> str:
+    if not np.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _pass(model: Any, pop: Popularity, stream: Stream, bounds: np.ndarray, n: int, servings: list[str],
+          ranks: dict[str, dict[str, np.ndarray]], secs: dict[str, dict[str, float]], labels: dict[str, str],
+          retrain_period: str, chunk: int, progress: Progress) -> None:
+    """One model over the whole stream (test-then-train per micro-batch)."""
+    seen = SeenItems(len(stream.user_ids), len(stream.item_ids))
+    seen_ev = SeenItems(len(stream.user_ids), len(stream.item_ids)) if "fold-in" in servings else None
+    o = origin_ms(stream.ts)
+    per_len = PERIOD_MS[retrain_period]
+    current = None
+    n_known = 0
+    plain, folded = labels.get("plain"), labels.get("fold-in")
+    main = plain or folded
+    assert main is not None
+    for b, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist())):
+        p = int((stream.ts[lo] - o) // per_len)
+        if current is not None and p != current:
+            t = time.perf_counter()
+            model.retrain(stream, lo, p, o + p * per_len - 1)
+            secs[main]["retrain"] += time.perf_counter() - t
+        current = p
+        for c in range(lo, hi, chunk):
+            ce = min(hi, c + chunk)
+            users = stream.user[c:ce]
+            targets = stream.item[c:ce]
+            if plain is not None:
+                t = time.perf_counter()
+                uniq, inv = np.unique(users, return_inverse=True)
+                s = np.ascontiguousarray(model.score(uniq, n_known, stream), np.float32)
+                out = ranks[plain]
+                _rank_events(s, inv.astype(np.int64), targets, users, seen.bits, n_known, False,
+                             out["off"][c:ce], out["exclude_seen"][c:ce], out["strict"][c:ce])
+                secs[plain]["score"] += time.perf_counter() - t
+            if folded is not None:
+                assert seen_ev is not None
+                t = time.perf_counter()
+                s = np.ascontiguousarray(model.score_foldin(stream, lo, c, ce, n_known), np.float32)
+                out = ranks[folded]
+                _rank_events(s, np.arange(ce - c, dtype=np.int64), targets, users, seen_ev.bits, n_known, True,
+                             out["off"][c:ce], out["exclude_seen"][c:ce], out["strict"][c:ce])
+                secs[folded]["score"] += time.perf_counter() - t
+        t = time.perf_counter()
+        model.update(stream, lo, hi, b)
+        secs[main]["update"] += time.perf_counter() - t
+        if pop is not model:
+            pop.update(stream, lo, hi, b)
+        seen.add(stream.user[lo:hi], stream.item[lo:hi])
+        n_known = max(n_known, int(stream.item[lo:hi].max()) + 1)
+        progress.update(hi - lo)
+    if plain is not None and folded is not None:  # the same training serves both
+        secs[folded]["update"] = secs[plain]["update"]
+        secs[folded]["retrain"] = secs[plain]["retrain"]
+
+
 def run_prequential(stream: Stream, models: str | list[str], params: EvalParams | None = None, *,
                     batch_events: int | None = 100, batch_seconds: float | None = None,
                     retrain_period: str = "week", chunk: int = 2048, end: int | None = None,
-                    eval_from: int = 0) -> RunResult:
-    """The prequential loop over micro-batches (see the module docstring).
+                    eval_from: int = 0, serving: str | list[str] = "plain", setup: RetrainSetup | None = None,
+                    cache: FitCache | None = None, progress: bool | None = None, label: str = "") -> RunResult:
+    """The prequential loop over micro-batches (see the module docstring), one pass per model.
 
     Parameters
     ----------
@@ -174,56 +336,62 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
         Stop after this many events (a validation prefix).
     eval_from : int
         Events before this offset are trained on but left out of the reported means.
+    serving : str or list of str
+        ``"plain"`` (the user's vector as the model has it) and/or ``"fold-in"`` (the user's events the
+        model has not trained on, before the event, folded in: :mod:`dsgd.core.foldin`); fold-in
+        results are named ``<model>/fold-in``. Popularity has no user vector: it is reported plain only.
+    setup : RetrainSetup, optional
+        Config, Spark session and fit cache of the product models (``als``...); default
+        :func:`dsgd.evaluation_models.retrain_setup` on ``conf/dsgd.toml``.
+    cache : FitCache, optional
+        Shares the SGD models' weekly from-scratch fits (default: ``setup.cache`` or in memory).
+    progress : bool, optional
+        Per-model progress (events/s, ETA): a bar on a terminal, log lines otherwise; False: silent.
+    label : str
+        Prefix of the progress lines (e.g. the batch size of a sweep).
     """
     params = params or EvalParams()
     names = expand_models(models)
-    pop, objs = build_models(names, params)
-    learners: list[Any] = [m for m in objs if m is not pop] + [pop]  # popularity last: the fallback is pre-batch
+    servings = expand_serving(serving)
+    if any(nm in PRODUCT_KINDS for nm in names) and setup is None:
+        setup = retrain_setup(None, params)
+    cache = cache or (setup.cache if setup is not None else FitCache())
     n = len(stream) if end is None else min(end, len(stream))
     if batch_seconds is not None:
         batch_events = None
     bounds = cut_batches(stream.ts[:n], batch_events=batch_events, batch_seconds=batch_seconds,
                          period=retrain_period)
-    ranks = {nm: {md: np.zeros(n, np.int64) for md in EXCLUSION_MODES} for nm in names}
-    secs = {nm: {"score": 0.0, "update": 0.0, "retrain": 0.0} for nm in names}
-    seen = SeenItems()
-    o = origin_ms(stream.ts)
-    per_len = PERIOD_MS[retrain_period]
-    current = None
-    n_known = 0
+    out_names: list[str] = []
+    ranks: dict[str, dict[str, np.ndarray]] = {}
+    secs: dict[str, dict[str, float]] = {}
+    info: dict[str, Any] = {"batch_events": batch_events, "batch_seconds": batch_seconds,
+                            "retrain_period": retrain_period, "n_batches": len(bounds) - 1, "serving": servings,
+                            "pass_seconds": {}}
     t_start = time.perf_counter()
-    for b, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist())):
-        p = int((stream.ts[lo] - o) // per_len)
-        if current is not None and p != current:
-            for nm, m in zip(names, objs, strict=True):
-                t = time.perf_counter()
-                m.retrain(stream, lo, p)
-                secs[nm]["retrain"] += time.perf_counter() - t
-        current = p
-        for c in range(lo, hi, chunk):
-            ce = min(hi, c + chunk)
-            uniq, inv = np.unique(stream.user[c:ce], return_inverse=True)
-            seen_u = seen.mask(uniq, n_known)[inv]
-            targets = stream.item[c:ce]
-            for nm, m in zip(names, objs, strict=True):
-                t = time.perf_counter()
-                s = np.asarray(m.score(uniq, n_known, stream))[inv]
-                for md, r in ranks_all_modes(s, targets, seen_u).items():
-                    ranks[nm][md][c:ce] = r
-                secs[nm]["score"] += time.perf_counter() - t
-        for m in learners:
-            t = time.perf_counter()
-            m.update(stream, lo, hi, b)
-            if m.name in secs:
-                secs[m.name]["update"] += time.perf_counter() - t
-        seen.add(stream.user[lo:hi], stream.item[lo:hi])
-        n_known = max(n_known, int(stream.item[lo:hi].max()) + 1)
+    for nm in names:
+        labels = {sv: (nm if sv == "plain" else nm + FOLDIN_SUFFIX) for sv in servings
+                  if nm != "popularity" or sv == "plain"}
+        if not labels:
+            labels = {"plain": nm}
+        for lab in labels.values():
+            out_names.append(lab)
+            ranks[lab] = {md: np.zeros(n, np.int64) for md in EXCLUSION_MODES}
+            secs[lab] = {"score": 0.0, "update": 0.0, "retrain": 0.0}
+        pop = Popularity()
+        model = build_model(nm, params, stream, pop, cache=cache, setup=setup)
+        prog = Progress(n, f"{label}{nm}", enabled=progress)
+        fits_before = setup.fits if setup is not None else 0
+        fit_s_before = setup.fit_seconds if setup is not None else 0.0
+        _pass(model, pop, stream, bounds, n, list(labels), ranks, secs, labels, retrain_period, chunk, prog)
+        info["pass_seconds"][nm] = prog.close()
+        if nm in PRODUCT_KINDS and setup is not None:
+            info.setdefault("als", {})[nm] = {"fits": setup.fits - fits_before,
+                                              "fit_seconds": setup.fit_seconds - fit_s_before,
+                                              "retrains": getattr(model, "snapshots", 0)}
     wall = time.perf_counter() - t_start
     stream_n = Stream(**{k: (v[:n] if k in ("user", "item", "ts", "seq") else v)
-                         for k, v in stream.__dict__.items()})
-    return RunResult(stream_n, names, params, bounds, ranks, secs, wall, eval_from,
-                     {"batch_events": batch_events, "batch_seconds": batch_seconds,
-                      "retrain_period": retrain_period, "n_batches": len(bounds) - 1})
+                         for k, v in stream.__dict__.items() if k != "cache"})
+    return RunResult(stream_n, out_names, params, bounds, ranks, secs, wall, eval_from, info)
 
 
 def evaluate(events: pd.DataFrame, models: str | list[str] = "popularity,online,batch,batch+online",

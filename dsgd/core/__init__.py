@@ -1,0 +1,1 @@
+"""Numpy/numba-only core: no Spark imports."""
