@@ -262,7 +262,7 @@ def _hms(s: float) -> str:
 
 def _pass(model: Any, pop: Popularity, stream: Stream, bounds: np.ndarray, n: int, servings: list[str],
           ranks: dict[str, dict[str, np.ndarray]], secs: dict[str, dict[str, float]], labels: dict[str, str],
-          retrain_period: str, chunk: int, progress: Progress) -> None:
+          retrain_period: str, chunk: int, progress: Progress, min_growth: float = 0.0) -> None:
     """One model over the whole stream (test-then-train per micro-batch)."""
     seen = SeenItems(len(stream.user_ids), len(stream.item_ids))
     seen_ev = SeenItems(len(stream.user_ids), len(stream.item_ids)) if "fold-in" in servings else None
@@ -273,12 +273,14 @@ def _pass(model: Any, pop: Popularity, stream: Stream, bounds: np.ndarray, n: in
     plain, folded = labels.get("plain"), labels.get("fold-in")
     main = plain or folded
     assert main is not None
+    last_end = 0
     for b, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist())):
         p = int((stream.ts[lo] - o) // per_len)
-        if current is not None and p != current:
+        if current is not None and p != current and lo >= last_end * (1.0 + min_growth) and lo > last_end:
             t = time.perf_counter()
             model.retrain(stream, lo, p, o + p * per_len - 1)
             secs[main]["retrain"] += time.perf_counter() - t
+            last_end = lo
         current = p
         for c in range(lo, hi, chunk):
             ce = min(hi, c + chunk)
@@ -317,7 +319,8 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
                     batch_events: int | None = 100, batch_seconds: float | None = None,
                     retrain_period: str = "week", chunk: int = 2048, end: int | None = None,
                     eval_from: int = 0, serving: str | list[str] = "plain", setup: RetrainSetup | None = None,
-                    cache: FitCache | None = None, progress: bool | None = None, label: str = "") -> RunResult:
+                    cache: FitCache | None = None, progress: bool | None = None, label: str = "",
+                    retrain_min_growth: float = 0.0) -> RunResult:
     """The prequential loop over micro-batches (see the module docstring), one pass per model.
 
     Parameters
@@ -349,6 +352,10 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
         Per-model progress (events/s, ETA): a bar on a terminal, log lines otherwise; False: silent.
     label : str
         Prefix of the progress lines (e.g. the batch size of a sweep).
+    retrain_min_growth : float
+        Retrain at a period boundary only when the history has grown by this fraction since the last
+        retrain (0: every boundary). A cost knob for long sparse streams (ml-latest-small spans 1,025
+        weeks); the snapshot in between is the last one fitted.
     """
     params = params or EvalParams()
     names = expand_models(models)
@@ -365,7 +372,7 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
     ranks: dict[str, dict[str, np.ndarray]] = {}
     secs: dict[str, dict[str, float]] = {}
     info: dict[str, Any] = {"batch_events": batch_events, "batch_seconds": batch_seconds,
-                            "retrain_period": retrain_period, "n_batches": len(bounds) - 1, "serving": servings,
+                            "retrain_period": retrain_period, "retrain_min_growth": retrain_min_growth, "n_batches": len(bounds) - 1, "serving": servings,
                             "pass_seconds": {}}
     t_start = time.perf_counter()
     for nm in names:
@@ -382,7 +389,8 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
         prog = Progress(n, f"{label}{nm}", enabled=progress)
         fits_before = setup.fits if setup is not None else 0
         fit_s_before = setup.fit_seconds if setup is not None else 0.0
-        _pass(model, pop, stream, bounds, n, list(labels), ranks, secs, labels, retrain_period, chunk, prog)
+        _pass(model, pop, stream, bounds, n, list(labels), ranks, secs, labels, retrain_period, chunk, prog,
+              retrain_min_growth)
         info["pass_seconds"][nm] = prog.close()
         if nm in PRODUCT_KINDS and setup is not None:
             info.setdefault("als", {})[nm] = {"fits": setup.fits - fits_before,
@@ -402,7 +410,9 @@ def evaluate(events: pd.DataFrame, models: str | list[str] = "popularity,online,
 
 # ---- tables -------------------------------------------------------------------------------------------
 def summary_table(res: RunResult) -> pd.DataFrame:
-    """One row per model: mean DCG@K per exclusion mode, events and events/s of the model's own work."""
+    """One row per model: mean DCG@K per exclusion mode (over the reported events, from ``eval_from``;
+    with a validation prefix also ``dcg_off_all_events`` over every event), events and events/s of the
+    model's own work (score + update + retrain)."""
     rows = []
     for nm in res.models:
         s = res.seconds[nm]
@@ -410,6 +420,8 @@ def summary_table(res: RunResult) -> pd.DataFrame:
         row: dict[str, Any] = {"model": nm}
         for md in EXCLUSION_MODES:
             row[f"dcg_{md}"] = float(res.dcg(nm, md).mean()) if res.n_events > res.eval_from else float("nan")
+        if res.eval_from:
+            row["dcg_off_all_events"] = float(dcg_from_ranks(res.ranks[nm]["off"], res.params.k).mean())
         row.update({"events": res.n_events - res.eval_from, "score_s": s["score"], "update_s": s["update"],
                     "retrain_s": s["retrain"], "events_per_s": res.n_events / work if work else float("nan")})
         rows.append(row)
@@ -438,7 +450,7 @@ def speed(res: RunResult) -> dict[str, float]:
 
 # ---- grid search and batch-size sweep -----------------------------------------------------------------
 DEFAULT_GRID: dict[str, list] = {"lr": [0.05, 0.1, 0.2], "rank": [10, 32], "negatives": [9, 19],
-                                 "epochs": [1, 2]}
+                                 "epochs": [1, 2], "use_bias": [False, True]}
 
 
 def grid_search(stream: Stream, grid: dict[str, list] | None = None, params: EvalParams | None = None, *,
@@ -464,6 +476,62 @@ def grid_search(stream: Stream, grid: dict[str, list] | None = None, params: Eva
             best = (score, p)
     assert best is not None
     return best[1], pd.DataFrame(rows)
+
+
+#: Validation grid of the product's retrain: recency ``(window_days, half_life_days)`` and score-blend alpha.
+RETRAIN_GRID: dict[str, list] = {"recency": [(0.0, 0.0), (0.0, 28.0), (56.0, 0.0)], "alpha": [0.25, 0.5, 0.75]}
+RUNNABLE = ("online", "als+online:replace", "als+online:score-blend", "retrain+online:warm-start")
+
+
+def choose_retrain(stream: Stream, params: EvalParams, setup: RetrainSetup, *, prefix: float = 0.2,
+                   grid: dict[str, list] | None = None, mode: str = "off", serving: str = "fold-in",
+                   progress: bool | None = None, **kw: Any) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Choose the retrain configuration on the first ``prefix`` of the stream only (like ``--grid``).
+
+    Candidates, each served as ``serving`` (the product serves with fold-in): online only (no
+    retrain), ``warm-start``, and for every recency setting of ``grid["recency"]`` the ALS policies
+    ``replace`` and ``score-blend`` with every ``grid["alpha"]`` (the frozen ``als`` snapshot is
+    reported for reference, not chosen: the product always runs the stream). Returns the chosen
+    ``{"model", "dcg"}`` (the best runnable configuration, possibly online only) with the best retrain
+    ``{"policy", "policy_dcg", "alpha", "window_days", "half_life_days"}``, and one row per candidate.
+    """
+    grid = grid or RETRAIN_GRID
+    end = max(1, int(len(stream) * prefix))
+    suffix = "" if serving == "plain" else FOLDIN_SUFFIX
+    policy = {"als+online:replace": "replace", "als+online:score-blend": "score-blend",
+              "retrain+online:warm-start": "warm-start"}
+    rows: list[dict[str, Any]] = []
+
+    def run(models: list[str], su: RetrainSetup, recency: tuple[float, float] | None, alpha: float | None) -> None:
+        t = time.perf_counter()
+        res = run_prequential(stream, models, params, end=end, serving=serving, setup=su, progress=progress,
+                              label="validation: ", **kw)
+        secs = time.perf_counter() - t
+        for m in models:
+            rows.append({"model": m, "policy": policy.get(m),
+                         "window_days": recency[0] if recency and m != "online" else None,
+                         "half_life_days": recency[1] if recency and m != "online" else None,
+                         "alpha": alpha if m == "als+online:score-blend" else None,
+                         "dcg": float(res.dcg(m + suffix, mode).mean()), "seconds": secs / len(models)})
+
+    run(["online", "retrain+online:warm-start"], setup, None, None)  # neither depends on the ALS settings
+    for w, h in grid["recency"]:
+        for j, a in enumerate(grid["alpha"]):
+            su = setup.with_retrain(window_days=float(w), half_life_days=float(h), alpha=float(a))
+            run(["als+online:score-blend"] + (["als+online:replace", "als"] if j == 0 else []), su,
+                (float(w), float(h)), float(a))
+    table = pd.DataFrame(rows)
+    cand = table[table["model"].isin(RUNNABLE)]
+    best = cand.loc[cand["dcg"].idxmax()]
+    pol = cand[cand["policy"].notna()]
+    ref = pol.loc[pol["dcg"].idxmax()]  # the retrain settings: of the best policy (even if online wins)
+    rc = setup.rc
+    chosen: dict[str, Any] = {
+        "model": best["model"], "dcg": float(best["dcg"]), "policy": ref["policy"], "policy_dcg": float(ref["dcg"]),
+        "alpha": float(ref["alpha"]) if ref["policy"] == "score-blend" else rc.alpha,
+        "window_days": float(ref["window_days"]) if pd.notna(ref["window_days"]) else rc.window_days,
+        "half_life_days": float(ref["half_life_days"]) if pd.notna(ref["half_life_days"]) else rc.half_life_days}
+    return chosen, table
 
 
 def parse_sizes(spec: str) -> list[int | str]:
@@ -493,6 +561,7 @@ def sweep_batch_sizes(stream: Stream, sizes: list[int | str], models: str | list
     return pd.concat(rows, ignore_index=True)
 
 
-__all__ = ["EvalParams", "Popularity", "RunResult", "SeenItems", "Stream", "cut_batches", "evaluate",
+__all__ = ["RETRAIN_GRID", "EvalParams", "Popularity", "RunResult", "SeenItems", "Stream", "choose_retrain",
+           "cut_batches", "evaluate",
            "grid_search", "period_table", "prepare_stream", "ranks_all_modes", "run_prequential", "speed",
            "summary_table", "sweep_batch_sizes"]

@@ -61,6 +61,7 @@ _ALIASES = {"batch+online": ("batch+online:warm-start", "batch+online:replace"),
             "als+online": ("als+online:replace", "als+online:score-blend"),
             "retrain": PRODUCT_KINDS, "sgd": ("popularity", *SGD_KINDS), "all": MODEL_KINDS}
 SERVING_MODES: tuple[str, ...] = ("plain", "fold-in")
+NEW_USER_STARTS: tuple[str, ...] = ("zeros", "mean", "popularity")
 FOLDIN_SUFFIX = "/fold-in"
 POLICY_OF = {"als+online:replace": "replace", "als+online:score-blend": "score-blend",
              "retrain+online:warm-start": "warm-start"}
@@ -102,6 +103,8 @@ class EvalParams:
     ----------
     rank, init_scale : int, float
         Factor rank; initial components uniform in ``[-init_scale, init_scale]``.
+    use_bias : bool
+        Learn user and item biases (``model.use_bias``); the item bias is part of every item's score.
     lr, negatives, reg, epochs : float, int, float, int
         Online step: learning rate, uniform negatives per positive (drawn from the known items of the
         DSGD item block), L2 regularisation, epochs per micro-batch.
@@ -114,13 +117,21 @@ class EvalParams:
         DSGD blocks per side (d strata per epoch).
     seed, k : int
         Seed of initial vectors and negatives; the DCG cut-off.
-    foldin_method, foldin_lr, foldin_epochs, foldin_negatives, foldin_reg, foldin_prior, foldin_max_events
+    foldin_method, foldin_lr, foldin_epochs, foldin_negatives, foldin_reg, foldin_prior, foldin_alpha, foldin_max_events
         The fold-in rule of the SGD models' user vectors (:class:`dsgd.core.foldin.FoldInParams`):
-        ``"sgd"`` or ``"ls"``; ``foldin_lr``/``foldin_negatives`` None take ``lr``/``negatives``.
+        ``"sgd"`` (the online step, user side; ``foldin_lr``/``foldin_negatives`` None take
+        ``lr``/``negatives``) or ``"ls"`` (closed form, prior ``foldin_prior`` towards the model's
+        vector, confidence ``1 + foldin_alpha``). Default ``ls`` with prior 0.1 (measured on the four
+        shared streams: ``bench/RESULTS.md``, "Fold-in").
+    foldin_new_user, foldin_new_user_min : str, int
+        A user the model has not trained on is folded in from ``"zeros"`` (default) or ``"mean"`` (the
+        mean known user vector) once they have ``foldin_new_user_min`` events to fold in (default 3;
+        fewer: the popularity fallback); ``"popularity"``: never (popularity until trained on).
     """
 
     rank: int = 10
     init_scale: float = 0.01
+    use_bias: bool = False
     lr: float = 0.2
     negatives: int = 19
     reg: float = 0.0
@@ -131,13 +142,16 @@ class EvalParams:
     d: int = 2
     seed: int = 0
     k: int = 100
-    foldin_method: str = "sgd"
+    foldin_method: str = "ls"
     foldin_lr: float | None = None
     foldin_epochs: int = 1
     foldin_negatives: int | None = None
     foldin_reg: float = 0.0
-    foldin_prior: float = 1.0
+    foldin_prior: float = 0.1
+    foldin_alpha: float = 1.0
     foldin_max_events: int = 0
+    foldin_new_user: str = "zeros"
+    foldin_new_user_min: int = 3
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.d < 1 or self.epochs < 0 or self.batch_epochs < 0 or self.k < 1:
@@ -145,9 +159,11 @@ class EvalParams:
         if self.batch_order not in ("time", "shuffle"):
             raise ValueError(f"batch_order must be 'time' or 'shuffle', got {self.batch_order!r}")
         self.foldin()  # validates the fold-in settings
+        if self.foldin_new_user not in NEW_USER_STARTS:
+            raise ValueError(f"foldin_new_user must be one of {NEW_USER_STARTS}, got {self.foldin_new_user!r}")
 
     def kernel(self, lr: float) -> KernelParams:
-        return KernelParams(lr=lr, reg=self.reg, implicit=True, use_bias=False, negatives=self.negatives)
+        return KernelParams(lr=lr, reg=self.reg, implicit=True, use_bias=self.use_bias, negatives=self.negatives)
 
     def foldin(self) -> FoldInParams:
         """The fold-in rule of the SGD models (the online model's own update unless overridden)."""
@@ -155,8 +171,8 @@ class EvalParams:
                             lr=self.lr if self.foldin_lr is None else self.foldin_lr, epochs=self.foldin_epochs,
                             negatives=self.negatives if self.foldin_negatives is None else self.foldin_negatives,
                             reg=self.foldin_reg if self.foldin_method == "ls" else self.reg,
-                            prior=self.foldin_prior if self.foldin_method == "ls" else 0.0,
-                            max_events=self.foldin_max_events, seed=self.seed)
+                            prior=self.foldin_prior if self.foldin_method == "ls" else 0.0, alpha=self.foldin_alpha,
+                            max_events=self.foldin_max_events, seed=self.seed, use_bias=self.use_bias)
 
     def replace(self, **kw: Any) -> EvalParams:
         return dataclasses.replace(self, **kw)
@@ -456,17 +472,31 @@ class FactorSet:
     """A dense model plus how it is scored and folded in.
 
     ``frozen``: not updated per micro-batch (its fold-in window starts at the retrain's cut-off);
-    ``als``: an ALS snapshot (fold-in = ALS's user solve over the user's whole history).
+    ``als``: an ALS snapshot (fold-in = ALS's user solve over the user's whole history);
+    ``new_user``: the fold-in start of a user the model does not know: ``"zeros"``, ``"mean"`` (the
+    mean known user vector) or ``"popularity"`` (no fold-in: the popularity fallback until the model
+    has trained on the user).
     """
 
     def __init__(self, model: DenseModel, foldin: FoldInParams, *, frozen: bool = False,
-                 als: AlsFoldIn | None = None) -> None:
+                 als: AlsFoldIn | None = None, new_user: str = "zeros", new_user_min: int = 1) -> None:
         self.m = model
         self.foldin = foldin
         self.frozen = frozen
         self.als = als
         self.cut = 0  # events before this index are in the model (frozen models)
+        self.new_user = new_user
+        self.new_user_min = new_user_min
+        self.use_bias = False
         self._cache: tuple[tuple[int, int], Any] | None = None
+
+    def mean_user(self) -> np.ndarray:
+        """The mean vector of the users the model knows (the fold-in start of a new user, ``new_user="mean"``)."""
+        if getattr(self, "_mean_key", None) != self.m.version:
+            self._mean_key = self.m.version
+            k = self.m.users.known
+            self._mean = self.m.users.vec[k].mean(axis=0) if k.any() else np.zeros(self.m.rank, np.float32)
+        return self._mean
 
     def item_view(self, n_known: int) -> tuple[np.ndarray, np.ndarray]:
         """``(known mask, known rows)`` of the first n_known items (unknown rows hold zero vectors)."""
@@ -493,6 +523,8 @@ class FactorSet:
             self._vt = np.ascontiguousarray(self.m.items.vec[:n_known].T)
         out = np.empty((vecs.shape[0], n_known), np.float32)
         _dot_rows(np.ascontiguousarray(vecs, np.float32), self._vt, known, out)
+        if self.use_bias:  # the item bias ranks; the user's bias is the same for every item
+            out += self.m.items.bias[:n_known]
         return out
 
     def user_rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -514,7 +546,17 @@ class FactorSet:
         has = np.diff(fptr) > 0
         if has.any():
             G = self.gram(n_known) if self.foldin.method == "ls" else None
-            v, _ = fold_in_many(self.m.items.vec, None, vecs, fptr, fitems, params=self.foldin, has_user=warm,
+            start, has_user = vecs, warm
+            if self.new_user == "mean" and (has & ~warm).any():
+                start = vecs.copy()
+                start[~warm] = self.mean_user()
+                has_user = np.ones_like(warm)
+            elif self.new_user == "popularity":
+                has = has & warm
+            if self.new_user_min > 1:  # a new user needs this many events to leave the popularity fallback
+                has = has & (warm | (np.diff(fptr) >= self.new_user_min))
+            v, _ = fold_in_many(self.m.items.vec, self.m.items.bias if self.use_bias else None, start, fptr, fitems,
+                                params=self.foldin, has_user=has_user, user_bias=self.m.users.bias[users],
                                 candidates=known_rows, gram=G)
             vecs[has] = v[has]
             warm = warm | has
@@ -558,11 +600,12 @@ class AlsFoldIn:
     """ALS's own user solve against the snapshot's items, over the user's history before the event
     (within ``window_days``, weighted by ``half_life_days`` from the event's time, like the fit)."""
 
-    def __init__(self, rc: Any) -> None:
+    def __init__(self, rc: Any, new_user_min: int = 1) -> None:
         self.params = FoldInParams(method="ls", implicit=True, reg=rc.als_reg, alpha=rc.als_alpha,
                                    reg_per_item=True, prior=0.0)
         self.window_ms = int(rc.window_days * 86_400_000)
         self.half_life = float(rc.half_life_days)
+        self.new_user_min = new_user_min
 
     def rows(self, fs: FactorSet, stream: Stream, c: int, ce: int, n_known: int, vecs: np.ndarray,
              warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -570,7 +613,8 @@ class AlsFoldIn:
         ptr, pos, nth = stream.user_positions()
         fptr, fitems, w = _gather_pending(stream.user, stream.item, stream.ts, ptr, pos, nth, c, ce, 0, known,
                                           self.window_ms, self.half_life)
-        has = np.diff(fptr) > 0
+        n_ev = np.diff(fptr)
+        has = (n_ev > 0) & (warm | (n_ev >= self.new_user_min))
         if has.any():
             v, _ = fold_in_many(fs.m.items.vec, None, None, fptr, fitems, w, params=self.params,
                                 candidates=known_rows, gram=fs.gram(n_known))
@@ -613,9 +657,11 @@ class FactorModel:
         self.cache = cache or FitCache()
         self.online = kind != "batch"
         self.batch = kind != "online"
-        self.set = FactorSet(self._new(), params.foldin(), frozen=not self.online)
+        self.set = FactorSet(self._new(), params.foldin(), frozen=not self.online, new_user=params.foldin_new_user,
+                             new_user_min=params.foldin_new_user_min)
         self.kp = params.kernel(params.lr)
         self.schedule = Constant(params.lr)
+        self.set.use_bias = params.use_bias
 
     def _new(self) -> DenseModel:
         return DenseModel(self.stream, self.p.rank, self.p.seed, self.p.init_scale, self.p.d)
@@ -709,7 +755,7 @@ def product_config(cfg: Any, params: EvalParams) -> Any:
     return cfg.replace(model={"kind": "implicit", "rank": params.rank, "lr": params.lr, "reg": params.reg,
                               "negatives": params.negatives, "epochs": max(1, params.epochs), "blocks": params.d,
                               "seed": params.seed, "init_scale": params.init_scale, "engine": "local",
-                              "strata_order": "rotation", "lr_schedule": "constant", "use_bias": False,
+                              "strata_order": "rotation", "lr_schedule": "constant", "use_bias": params.use_bias,
                               "negative_sampling": "uniform"})
 
 
@@ -794,9 +840,12 @@ class ProductModel:
         self.setup = setup
         self.policy = POLICY_OF.get(kind)
         m = setup.cfg.model
-        self.kp = KernelParams(lr=m.lr, reg=m.reg, implicit=True, use_bias=False, negatives=m.negatives)
-        self.online = (FactorSet(DenseModel(stream, m.rank, m.seed, m.init_scale, m.blocks), params.foldin())
+        self.kp = KernelParams(lr=m.lr, reg=m.reg, implicit=True, use_bias=m.use_bias, negatives=m.negatives)
+        self.online = (FactorSet(DenseModel(stream, m.rank, m.seed, m.init_scale, m.blocks), params.foldin(),
+                                 new_user=params.foldin_new_user, new_user_min=params.foldin_new_user_min)
                        if kind != "als" else None)
+        if self.online is not None:
+            self.online.use_bias = m.use_bias
         self.snap: FactorSet | None = None
         self.snapshots = 0
 
@@ -805,7 +854,8 @@ class ProductModel:
         dm = DenseModel(self.stream, m.rank, m.seed, m.init_scale, m.blocks)
         _install(dm.users, snap["user_rows"], snap["user_vec"], snap["user_count"])
         _install(dm.items, snap["item_rows"], snap["item_vec"], snap["item_count"])
-        fs = FactorSet(dm, FoldInParams(method="ls"), frozen=True, als=AlsFoldIn(self.setup.rc))
+        fs = FactorSet(dm, FoldInParams(method="ls"), frozen=True,
+                       als=AlsFoldIn(self.setup.rc, self.p.foldin_new_user_min))
         fs.cut = end
         return fs
 

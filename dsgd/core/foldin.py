@@ -21,8 +21,9 @@ Two update rules (:class:`FoldInParams` ``method``):
     with ``G = sum over candidate items q q^T`` (every item a negative with confidence 1, as in
     implicit ALS), ``c1_j = alpha * w_j`` where ``w_j`` sums the events' weights (``ratings``, default 1)
     on item ``j``, and ``lam = reg * n_distinct_items`` when ``reg_per_item`` (MLlib ALS's scaling) else
-    ``reg``. Explicit: ridge regression of ``rating - mu - b_i`` on ``q`` (plus a user bias when
-    ``use_bias``). ``prior`` pulls the solution towards the starting vector ``x0`` (0 for a new user).
+    ``reg``; with item biases (``use_bias``) the targets are ``p_j - b_j`` (the user bias, the same for
+    every item, is kept). Explicit: ridge regression of ``rating - mu - b_i`` on ``q`` (plus a user bias
+    when ``use_bias``). ``prior`` pulls the solution towards the starting vector ``x0`` (0 for a new user).
     With ``prior = 0``, ``reg_per_item``, ``alpha``/``reg`` of the ALS fit and the user's whole history
     it is MLlib ALS's own user solve against the snapshot's item factors.
 
@@ -246,10 +247,7 @@ def fold_in_many(item_vec: np.ndarray, item_bias: np.ndarray | None, user_vecs: 
     b0 = np.zeros(n_users, np.float32)
     if p.use_bias and user_bias is not None:
         b0[:] = np.asarray(user_bias, np.float32) if has_user is None else np.where(has_user, user_bias, 0.0)
-    if item_bias is None:
-        bias = np.zeros(n_items if p.use_bias or not p.implicit else 1, np.float32)
-    else:
-        bias = np.ascontiguousarray(item_bias, np.float32)
+    bias = np.zeros(n_items, np.float32) if item_bias is None else np.ascontiguousarray(item_bias, np.float32)
     lo = ptr[:-1].copy()
     if p.max_events:
         lo = np.maximum(lo, ptr[1:] - p.max_events)
@@ -262,10 +260,14 @@ def fold_in_many(item_vec: np.ndarray, item_bias: np.ndarray | None, user_vecs: 
         return out, bout
     rows = None if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64)
     G = (item_gram(V, rows) if gram is None else np.asarray(gram, np.float64)) if p.implicit else np.zeros((k, k))
-    kk = k + (1 if (p.use_bias and not p.implicit) else 0)
+    kk = k + (1 if (p.use_bias and not p.implicit) else 0)  # explicit: the user bias is solved for too
     A = np.zeros((n_users, kk, kk), np.float64)
     b = np.zeros((n_users, kk), np.float64)
-    _ls_systems(V, bias, x0, b0, lo, ptr[1:].copy(), items, r, G, p.implicit, p.use_bias and not p.implicit,
+    h = np.zeros(k, np.float64)
+    if p.implicit and p.use_bias:  # sum over the candidates of b_j q_j: their targets are -b_j
+        cand = np.arange(n_items) if rows is None else rows
+        h = (bias[cand].astype(np.float64)[:, None] * V[cand].astype(np.float64)).sum(axis=0)
+    _ls_systems(V, bias, x0, b0, lo, ptr[1:].copy(), items, r, G, h, p.implicit, p.use_bias,
                 p.alpha, p.reg, p.prior, p.reg_per_item, p.mu, A, b)
     sol = np.linalg.solve(A, b[..., None])[..., 0] if n_users else b
     empty = lo >= ptr[1:]
@@ -294,7 +296,7 @@ def _sgd_many(V, bias, X, B, lo, hi, items, r, lr, reg, mu, implicit, use_bias, 
 
 
 @njit(cache=True, nogil=True)
-def _ls_systems(V, bias, x0, b0, lo, hi, items, r, G, implicit, with_bias, alpha, reg, prior, reg_per_item, mu,
+def _ls_systems(V, bias, x0, b0, lo, hi, items, r, G, h, implicit, use_bias, alpha, reg, prior, reg_per_item, mu,
                 A, b):
     k = V.shape[1]
     kk = A.shape[1]
@@ -319,11 +321,14 @@ def _ls_systems(V, bias, x0, b0, lo, hi, items, r, G, implicit, with_bias, alpha
                     j = srt[m]
                     for c in range(k):
                         b[n, c] += V[j, c]
+            for c in range(k):
+                b[n, c] -= h[c]
             for e in range(a, z):
                 j = items[e]
                 c1 = alpha * r[e]
+                t = (1.0 - bias[j]) if use_bias else 1.0
                 for c in range(k):
-                    b[n, c] += c1 * V[j, c]
+                    b[n, c] += c1 * t * V[j, c]
                     for d in range(k):
                         A[n, c, d] += c1 * V[j, c] * V[j, d]
         else:

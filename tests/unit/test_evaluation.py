@@ -142,7 +142,8 @@ def test_cli_writes_consistent_csv_json_png_and_markdown(tmp_path, capsys):
     summ = pd.read_csv(out / "summary.csv")
     per = pd.read_csv(out / "periods.csv")
     js = json.loads((out / "results.json").read_text())
-    assert len(summ) == 5 and set(per["mode"]) == set(EXCLUSION_MODES)
+    assert len(summ) == 9 and set(per["mode"]) == set(EXCLUSION_MODES)  # popularity + 4 models x 2 servings
+    assert {"online", "online/fold-in", "batch+online:replace/fold-in"} <= set(summ["model"])
     assert (out / "dcg_by_period.png").read_bytes()[:4] == b"\x89PNG"
     for row in summ.itertuples():
         p = per[(per["model"] == row.model) & (per["mode"] == "off")]

@@ -63,6 +63,21 @@ def test_ls_implicit_is_the_mllib_als_user_solve():
     np.testing.assert_allclose(sub, same, rtol=1e-6)
 
 
+def test_ls_implicit_with_item_biases_fits_targets_minus_the_bias():
+    V = _items()
+    bias = np.random.default_rng(5).normal(scale=0.2, size=40).astype(np.float32)
+    items = np.array([4, 9, 9])
+    p = FoldInParams(method="ls", reg=0.1, alpha=1.0, use_bias=True)
+    got, _ = fold_in(V, bias, None, items, params=p)
+    Q = V.astype(np.float64)
+    c = np.ones(40)
+    c[[4, 9]] += [1.0, 2.0]  # confidence 1 + alpha * events
+    target = -bias.astype(np.float64)
+    target[[4, 9]] += 1.0
+    want = np.linalg.solve((Q * c[:, None]).T @ Q + 0.1 * np.eye(RANK), (Q * (c * target)[:, None]).sum(axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_ls_prior_pulls_towards_the_starting_vector():
     V = _items()
     x0 = np.full(RANK, 0.5, np.float32)
