@@ -150,11 +150,15 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="choose the retrain policy, score-blend alpha and recency (window / half-life) on the "
                    "validation prefix (served with fold-in); the product models of the report use the choice")
     p.add_argument("--grid-prefix", type=float, default=0.2, help="validation prefix fraction (default 0.2)")
+    p.add_argument("--holdout-prefix", action="store_true",
+                   help="report only the events after the validation prefix (as --grid / --choose-retrain do), e.g. "
+                   "when their choices are passed in as options")
     p.add_argument("--per-event", action="store_true",
                    help="also run the online model at one event per batch (the per-event reference), reported "
                    "as 'online@1'")
     p.add_argument("--sweep-batch-sizes", default=None, metavar="LIST",
-                   help="e.g. 10,100,1000,10000,day: DCG and events/s per micro-batch size (online, popularity)")
+                   help="e.g. 1,10,100,1000,60s,3600s,day: DCG and events/s per micro-batch size (event counts, "
+                   "event-time seconds, day/week; models popularity and online)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
 
 
@@ -223,8 +227,8 @@ def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
         title += " s"
     extra: dict[str, Any] = {"dataset": args.dataset, "path": str(args.path), "load_options": kw,
                              "retrain_min_growth": args.retrain_min_growth}
-    eval_from = 0
     prefix_end = max(1, int(len(stream) * args.grid_prefix))
+    eval_from = prefix_end if args.holdout_prefix else 0
     t = time.perf_counter()
     if args.grid:
         params, grid = grid_search(stream, DEFAULT_GRID, params, prefix=args.grid_prefix, progress=False, **cut)
@@ -267,7 +271,8 @@ def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     if args.sweep_batch_sizes:
         sizes = parse_sizes(args.sweep_batch_sizes)
         sw = sweep_batch_sizes(stream, sizes, [m for m in models if m in ("popularity", "online")] or ["online"],
-                               params, retrain_period=args.retrain_period, serving=serving, progress=progress)
+                               params, retrain_period=args.retrain_period, serving=serving, progress=progress,
+                               eval_from=eval_from)
         md = write_sweep(sw, out, title=f"{args.dataset}: micro-batch size sweep")
         print(f"\nMicro-batch size sweep:\n\n{md}")
     return 0

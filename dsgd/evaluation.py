@@ -535,12 +535,23 @@ def choose_retrain(stream: Stream, params: EvalParams, setup: RetrainSetup, *, p
 
 
 def parse_sizes(spec: str) -> list[int | str]:
-    """``"10,100,day"`` -> ``[10, 100, "day"]`` (``day``/``week``: one batch per day/week of events)."""
+    """``"10,100,60s,day"`` -> ``[10, 100, "60s", "day"]``: event counts, event-time seconds (``60s``) or
+    ``day``/``week`` (one batch per day/week of events)."""
     out: list[int | str] = []
     for s in spec.split(","):
         s = s.strip()
-        out.append(s if s in PERIOD_MS else int(s))
+        if s in PERIOD_MS or (s.endswith("s") and s[:-1].replace(".", "", 1).isdigit()):
+            out.append(s)
+        else:
+            out.append(int(s))
     return out
+
+
+def batch_cut(size: int | str) -> dict[str, Any]:
+    """The ``run_prequential`` keywords of one size of :func:`parse_sizes`."""
+    if isinstance(size, str):
+        return {"batch_seconds": PERIOD_MS[size] / 1000 if size in PERIOD_MS else float(size[:-1])}
+    return {"batch_events": int(size)}
 
 
 def sweep_batch_sizes(stream: Stream, sizes: list[int | str], models: str | list[str] = "popularity,online",
@@ -548,10 +559,7 @@ def sweep_batch_sizes(stream: Stream, sizes: list[int | str], models: str | list
     """Mean DCG (three modes) and events/s per model for each micro-batch size."""
     rows = []
     for size in sizes:
-        if isinstance(size, str):
-            res = run_prequential(stream, models, params, batch_seconds=PERIOD_MS[size] / 1000, **kw)
-        else:
-            res = run_prequential(stream, models, params, batch_events=int(size), **kw)
+        res = run_prequential(stream, models, params, **batch_cut(size), **kw)
         tab = summary_table(res)
         tab.insert(0, "n_batches", res.info["n_batches"])
         tab.insert(0, "batch_size", str(size))
@@ -561,7 +569,7 @@ def sweep_batch_sizes(stream: Stream, sizes: list[int | str], models: str | list
     return pd.concat(rows, ignore_index=True)
 
 
-__all__ = ["RETRAIN_GRID", "EvalParams", "Popularity", "RunResult", "SeenItems", "Stream", "choose_retrain",
+__all__ = ["RETRAIN_GRID", "EvalParams", "batch_cut", "parse_sizes", "Popularity", "RunResult", "SeenItems", "Stream", "choose_retrain",
            "cut_batches", "evaluate",
            "grid_search", "period_table", "prepare_stream", "ranks_all_modes", "run_prequential", "speed",
            "summary_table", "sweep_batch_sizes"]

@@ -72,7 +72,7 @@ def test_harness_als_snapshot_and_replace_equal_dsgd_retrain(spark, base_config,
         want = snapshot(spark, cfg, CUT, side)
         got = _rows(stream, snap, name)
         assert set(got) == set(want) and len(got) > 5
-        for k, (vec, _, count) in want.items():
+        for k, (vec, _, _) in want.items():
             np.testing.assert_allclose(got[k], vec, rtol=1e-4, atol=1e-5)
         live = factors(spark, cfg, side)  # replace with nothing after the cut-off: live = snapshot
         for k, (vec, _, _) in live.items():

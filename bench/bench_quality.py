@@ -1,0 +1,150 @@
+"""Issue 18's experiment on one shared stream: every model (popularity, the SGD stand-ins, the product's
+ALS retrain with its blend policies), plain and with request-time fold-in, at several micro-batch cuts,
+with the settings chosen on a validation prefix only; prints a JSON summary.
+
+    .venv/bin/python bench/bench_quality.py --stream lastfm        # or ml100k, mlsmall, mt
+
+Protocol (the same functions as ``dsgd evaluate --grid --choose-retrain --per-event --holdout-prefix``):
+
+1. on the first ``--prefix`` (20%) of the stream, at the selection cut (``--select-cut``, 1-hour
+   event-time batches): the online model's lr / rank / negatives / epochs / item biases
+   (:data:`dsgd.evaluation.DEFAULT_GRID`, plain serving), then the retrain: policy, score-blend alpha
+   and recency (:func:`dsgd.evaluation.choose_retrain`, served with fold-in);
+2. with those settings, every model at every cut of ``--cuts``, reported on the rest of the stream;
+   the per-event online reference (one event per batch) on the same events;
+3. the micro-batch size sweep of popularity and online (``--sweep``).
+
+Writes ``<out>/<stream>/``: per cut ``<cut>/summary.{csv,md}``, ``periods.csv``, ``dcg_by_period.png``,
+``results.json``; ``grid.csv``, ``retrain_grid.csv``, ``sweep.{csv,md,png}``, ``quality.json``.
+Weekly fits are cached in ``--cache-dir`` (reruns and the other cuts reuse them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dsgd.evaluate_cli import merge_runs, write_report, write_sweep  # noqa: E402
+from dsgd.evaluation import (  # noqa: E402
+    DEFAULT_GRID,
+    RUNNABLE,
+    batch_cut,
+    choose_retrain,
+    grid_search,
+    parse_sizes,
+    prepare_stream,
+    run_prequential,
+    summary_table,
+    sweep_batch_sizes,
+)
+from dsgd.evaluation_models import FOLDIN_SUFFIX, EvalParams, retrain_setup  # noqa: E402
+from dsgd.loaders import load_dataset  # noqa: E402
+
+#: name -> (loader, path under --data, load options, retrain_min_growth, per-event reference or None)
+STREAMS: dict[str, tuple[str, str, dict[str, Any], float, float | None]] = {
+    "lastfm": ("lastfm-tsv", "lastfm-1k/listens-first10pct.tsv", {}, 0.0, 0.2148),
+    "ml100k": ("ml-100k", "ml-100k", {"implicit_threshold": 4.0}, 0.0, 0.1059),
+    "mlsmall": ("ml-latest", "ml-latest-small", {"implicit_threshold": 4.0}, 0.05, None),
+    # 0-10 scale: >= 8 keeps 8/10 of the scale like >= 4 of 5 on MovieLens, and 50.5% of the ratings (ml-100k: 55%)
+    "mt": ("movietweetings", "movietweetings-100k", {"implicit_threshold": 8.0}, 0.0, None),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stream", required=True, choices=sorted(STREAMS))
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--out", default="bench/out/quality")
+    ap.add_argument("--cache-dir", default=".dsgd/eval-cache")
+    ap.add_argument("--models", default="all")
+    ap.add_argument("--cuts", default="3600s,60s,100")
+    ap.add_argument("--select-cut", default="3600s")
+    ap.add_argument("--sweep", default="1,10,100,1000,10000,60s,3600s,day")
+    ap.add_argument("--prefix", type=float, default=0.2)
+    ap.add_argument("--no-grid", action="store_true", help="keep EvalParams' defaults for the online model")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    loader, rel, opts, min_growth, reference = STREAMS[args.stream]
+    stream = prepare_stream(load_dataset(loader, str(Path(args.data) / rel), **opts))
+    out = Path(args.out) / args.stream
+    out.mkdir(parents=True, exist_ok=True)
+    prefix_end = max(1, int(len(stream) * args.prefix))
+    sel = batch_cut(parse_sizes(args.select_cut)[0])
+    report: dict[str, Any] = {"stream": args.stream, "loader": loader, "path": rel, "load_options": opts,
+                              "events": len(stream), "users": len(stream.user_ids), "items": len(stream.item_ids),
+                              "prefix": args.prefix, "prefix_events": prefix_end, "select_cut": args.select_cut,
+                              "retrain_min_growth": min_growth, "per_event_reference_published": reference}
+    t0 = time.perf_counter()
+    params = EvalParams()
+    if not args.no_grid:
+        params, grid = grid_search(stream, DEFAULT_GRID, params, prefix=args.prefix, progress=False, **sel)
+        grid.to_csv(out / "grid.csv", index=False)
+        report["grid_chosen"] = {k: getattr(params, k) for k in DEFAULT_GRID}
+    setup = retrain_setup(None, params, cache_dir=args.cache_dir)
+    chosen, table = choose_retrain(stream, params, setup, prefix=args.prefix, retrain_min_growth=min_growth, **sel)
+    table.to_csv(out / "retrain_grid.csv", index=False)
+    report["retrain_chosen"] = chosen
+    report["validation_seconds"] = round(time.perf_counter() - t0, 1)
+    setup = setup.with_retrain(alpha=chosen["alpha"], window_days=chosen["window_days"],
+                               half_life_days=chosen["half_life_days"], policy=chosen["policy"])
+    report["retrain_config"] = {k: getattr(setup.rc, k) for k in ("policy", "alpha", "window_days", "half_life_days",
+                                                                   "als_max_iter", "als_reg", "als_alpha",
+                                                                   "warm_start_epochs", "warm_start_lr")}
+    pe = run_prequential(stream, "online", params, eval_from=prefix_end, batch_events=1, label="per-event ")
+    report["per_event_online"] = float(pe.dcg("online", "off").mean())
+    report["cuts"] = {}
+    for cut in parse_sizes(args.cuts):
+        t = time.perf_counter()
+        fits0, fit_s0 = setup.fits, setup.fit_seconds
+        res = run_prequential(stream, args.models, params, eval_from=prefix_end, serving="plain,fold-in",
+                              setup=setup, retrain_min_growth=min_growth, label=f"{cut}: ", **batch_cut(cut))
+        merge_runs(res, pe, "@1")
+        write_report(out / str(cut), res, period="week", title=f"{args.stream}: micro-batch {cut}, settings chosen "
+                     f"on the first {args.prefix:.0%}, reported on the rest",
+                     extra={"grid_chosen": report.get("grid_chosen"), "retrain_chosen": chosen,
+                            "retrain_config": report["retrain_config"]})
+        summ = summary_table(res).set_index("model")
+        dcg = {m: {md: round(float(summ.loc[m, f"dcg_{md}"]), 4) for md in ("off", "exclude_seen", "strict")}
+               for m in summ.index}
+        best_model = chosen["model"] + FOLDIN_SUFFIX
+        online_only = dcg["online" + FOLDIN_SUFFIX]["off"]
+        with_retrain = {m: dcg[m + FOLDIN_SUFFIX]["off"] for m in RUNNABLE if m != "online"}
+        report["cuts"][str(cut)] = {
+            "dcg": dcg, "seconds": round(time.perf_counter() - t, 1),
+            "als_fits": setup.fits - fits0, "als_fit_seconds": round(setup.fit_seconds - fit_s0, 1),
+            "per_model_seconds": {m: round(sum(v.values()), 2) for m, v in res.seconds.items()},
+            "pass_seconds": {m: round(v, 1) for m, v in res.info["pass_seconds"].items()},
+            "best_runnable_validation_chosen": {"model": best_model, "dcg_off": dcg[best_model]["off"]},
+            "best_retrain_on_test": max(with_retrain, key=with_retrain.get),
+            "retrain_beats_online_only": max(with_retrain.values()) > online_only,
+            "online_only_fold_in": online_only}
+        print(json.dumps({"cut": str(cut), **report["cuts"][str(cut)]}), flush=True)
+    if args.sweep:
+        sw = sweep_batch_sizes(stream, parse_sizes(args.sweep), "popularity,online", params, serving="plain,fold-in",
+                               eval_from=prefix_end, retrain_period="week")
+        write_sweep(sw, out, title=f"{args.stream}: micro-batch size sweep (test part)")
+        piv = sw.pivot_table(index="batch_size", columns="model", values="dcg_off", sort=False)
+        report["sweep"] = {str(b): {m: round(float(v), 4) for m, v in row.items()} for b, row in piv.iterrows()}
+        report["online_beats_popularity"] = {
+            "plain": bool((piv["online"] > piv["popularity"]).all()),
+            "fold_in": bool((piv["online" + FOLDIN_SUFFIX] > piv["popularity"]).all())}
+    report["als_total"] = {"fits": setup.fits, "fit_seconds": round(setup.fit_seconds, 1),
+                           "cache_hits": setup.cache_hits}
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "quality.json").write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps(report, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
