@@ -60,7 +60,10 @@ STREAMS: dict[str, tuple[str, str, dict[str, Any], float, float | None]] = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stream", required=True, choices=sorted(STREAMS))
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    here = Path(__file__).resolve()
+    found = [p for p in (here.parents[2] / "shared" / "data", here.parents[3] / "shared" / "data") if p.is_dir()]
+    ap.add_argument("--data", default=str(found[0]) if found else "../shared/data",
+                    help="the shared data folder (default: ../shared/data beside the checkout)")
     ap.add_argument("--out", default="bench/out/quality")
     ap.add_argument("--cache-dir", default=".dsgd/eval-cache")
     ap.add_argument("--models", default="all")

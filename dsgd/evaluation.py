@@ -479,7 +479,7 @@ def grid_search(stream: Stream, grid: dict[str, list] | None = None, params: Eva
 
 
 #: Validation grid of the product's retrain: recency ``(window_days, half_life_days)`` and score-blend alpha.
-RETRAIN_GRID: dict[str, list] = {"recency": [(0.0, 0.0), (0.0, 28.0), (56.0, 0.0)], "alpha": [0.25, 0.5, 0.75]}
+RETRAIN_GRID: dict[str, list] = {"recency": [(0.0, 0.0), (0.0, 14.0), (28.0, 0.0)], "alpha": [0.25, 0.5, 0.75]}
 RUNNABLE = ("online", "als+online:replace", "als+online:score-blend", "retrain+online:warm-start")
 
 
