@@ -57,9 +57,61 @@ STREAMS: dict[str, tuple[str, str, dict[str, Any], float, float | None]] = {
 }
 
 
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def summarize(out: Path, streams: list[str], cuts: list[str]) -> str:
+    """Markdown tables of the ``quality.json`` files under ``out`` (for bench/RESULTS.md)."""
+    reps = {s: json.loads((out / s / "quality.json").read_text()) for s in streams if (out / s / "quality.json").exists()}
+    md = ["Settings chosen on the validation prefix (first 20% of events, 1-hour batches):", "",
+          "| stream | events | online params (grid) | retrain chosen: policy, alpha, window, half-life | best runnable "
+          "on validation | ALS fits, seconds |", "|---|---|---|---|---|---|"]
+    for s, r in reps.items():
+        g, c = r.get("grid_chosen", {}), r["retrain_chosen"]
+        md.append(f"| {s} | {r['events']} | {', '.join(f'{k} {v}' for k, v in g.items())} | {c['policy']}, "
+                  f"{c['alpha']}, {c['window_days']} d, {c['half_life_days']} d | {c['model']} ({c['dcg']:.4f}) | "
+                  f"{r['als_total']['fits']}, {r['als_total']['fit_seconds']:.0f} s |")
+    md += ["", "Done-means checks (test part = events after the prefix; DCG@100, no exclusion):", "",
+           "| stream | per-event online (harness) | published per-event ref. | best runnable at 1 h (validation-"
+           "chosen) | best retrain config at 1 h vs online/fold-in | online > popularity at every sweep size "
+           "(plain / fold-in) |", "|---|---|---|---|---|---|"]
+    for s, r in reps.items():
+        h = r["cuts"].get("3600s", {})
+        if not h:
+            continue
+        br = h["best_runnable_validation_chosen"]
+        best_rt = h["best_retrain_on_test"]
+        ob = r.get("online_beats_popularity", {})
+        md.append(f"| {s} | {r['per_event_online']:.4f} | {_fmt(r['per_event_reference_published'])} | "
+                  f"{br['model']} {br['dcg_off']:.4f} | {best_rt} {h['dcg'][best_rt + '/fold-in']['off']:.4f} vs "
+                  f"{h['online_only_fold_in']:.4f} | {ob.get('plain')} / {ob.get('fold_in')} |")
+    for s, r in reps.items():
+        md += ["", f"**{s}** — mean DCG@100 on the test part, off / exclude-seen / strict:", "",
+               "| model | " + " | ".join(f"{c} batches" for c in cuts if c in r["cuts"]) + " |",
+               "|---|" + "---|" * sum(c in r["cuts"] for c in cuts)]
+        models = list(next(iter(r["cuts"].values()))["dcg"])
+        for m in models:
+            cells = []
+            for c in cuts:
+                if c in r["cuts"]:
+                    d = r["cuts"][c]["dcg"].get(m)
+                    cells.append(" / ".join(f"{d[x]:.4f}" for x in ("off", "exclude_seen", "strict")) if d else "")
+            md.append(f"| {m} | " + " | ".join(cells) + " |")
+        if "sweep" in r:
+            md += ["", f"{s} sweep (test part, off): " + "; ".join(
+                f"{b}: pop {v.get('popularity', float('nan')):.4f}, online {v.get('online', float('nan')):.4f}, "
+                f"fold-in {v.get('online/fold-in', float('nan')):.4f}" for b, v in r["sweep"].items())]
+        md += ["", f"{s} seconds per cut (ALS fits in the cut): " + "; ".join(
+            f"{c}: {v['seconds']:.0f} s ({v['als_fits']} fits, {v['als_fit_seconds']:.0f} s)"
+            for c, v in r["cuts"].items())]
+    return "\n".join(md)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stream", required=True, choices=sorted(STREAMS))
+    ap.add_argument("--stream", choices=sorted(STREAMS))
+    ap.add_argument("--summarize", action="store_true", help="print Markdown tables of the streams' quality.json")
     here = Path(__file__).resolve()
     found = [p for p in (here.parents[2] / "shared" / "data", here.parents[3] / "shared" / "data") if p.is_dir()]
     ap.add_argument("--data", default=str(found[0]) if found else "../shared/data",
@@ -73,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", type=float, default=0.2)
     ap.add_argument("--no-grid", action="store_true", help="keep EvalParams' defaults for the online model")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(Path(args.out), sorted(STREAMS, key=list(STREAMS).index), args.cuts.split(",")))
+        return 0
+    if not args.stream:
+        ap.error("--stream is required (or --summarize)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -48,6 +48,7 @@ from dsgd.metrics import EXCLUSION_MODES, dcg_from_ranks, period_means
 log = logging.getLogger("dsgd.evaluate")
 
 DAY_MS = 86_400_000
+PROGRESS_EVERY_S = 15.0  # seconds between progress log lines when stderr is not a terminal
 PERIOD_MS = {"day": DAY_MS, "week": 7 * DAY_MS}
 
 
@@ -386,7 +387,7 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
             secs[lab] = {"score": 0.0, "update": 0.0, "retrain": 0.0}
         pop = Popularity()
         model = build_model(nm, params, stream, pop, cache=cache, setup=setup)
-        prog = Progress(n, f"{label}{nm}", enabled=progress)
+        prog = Progress(n, f"{label}{nm}", enabled=progress, every=PROGRESS_EVERY_S)
         fits_before = setup.fits if setup is not None else 0
         fit_s_before = setup.fit_seconds if setup is not None else 0.0
         _pass(model, pop, stream, bounds, n, list(labels), ranks, secs, labels, retrain_period, chunk, prog,

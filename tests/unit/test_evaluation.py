@@ -252,3 +252,21 @@ def test_fold_in_vector_is_the_core_function_on_exactly_the_earlier_events_of_th
                 if earlier else model.set.m.users.vec[u])
         np.testing.assert_array_equal(vecs[e - lo], want)
         assert warm[e - lo] == (bool(earlier) or bool(model.set.m.users.known[u]))
+
+
+def test_long_runs_log_per_model_progress_with_events_per_second_and_eta(monkeypatch, caplog):
+    import logging
+
+    import dsgd.evaluation as ev_mod
+
+    monkeypatch.setattr(ev_mod, "PROGRESS_EVERY_S", 0.0)
+    st = prepare_stream(_planted(1500))
+    with caplog.at_level(logging.INFO, logger="dsgd.evaluate"):
+        run_prequential(st, "popularity,online", batch_events=100)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("online: ") and "events/s" in line and "ETA" in line for line in lines), lines
+    assert any(line.startswith("popularity: 1500 events in") for line in lines), lines
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dsgd.evaluate"):
+        run_prequential(st, "online", batch_events=100, progress=False)
+    assert not caplog.records
