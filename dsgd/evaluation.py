@@ -493,8 +493,10 @@ def choose_retrain(stream: Stream, params: EvalParams, setup: RetrainSetup, *, p
     retrain), ``warm-start``, and for every recency setting of ``grid["recency"]`` the ALS policies
     ``replace`` and ``score-blend`` with every ``grid["alpha"]`` (the frozen ``als`` snapshot is
     reported for reference, not chosen: the product always runs the stream). Returns the chosen
-    ``{"model", "dcg"}`` (the best runnable configuration, possibly online only) with the best retrain
-    ``{"policy", "policy_dcg", "alpha", "window_days", "half_life_days"}``, and one row per candidate.
+    ``{"model", "dcg"}`` (the best runnable configuration, possibly online only), the best policy
+    ``{"policy", "policy_dcg"}``, the ALS settings of the best ALS policy (replace or score-blend)
+    ``{"window_days", "half_life_days"}`` and the best score-blend ``alpha`` at those settings, and one
+    row per candidate.
     """
     grid = grid or RETRAIN_GRID
     end = max(1, int(len(stream) * prefix))
@@ -522,17 +524,22 @@ def choose_retrain(stream: Stream, params: EvalParams, setup: RetrainSetup, *, p
             run(["als+online:score-blend"] + (["als+online:replace", "als"] if j == 0 else []), su,
                 (float(w), float(h)), float(a))
     table = pd.DataFrame(rows)
+    return select_retrain(table, default_alpha=setup.rc.alpha), table
+
+
+def select_retrain(table: pd.DataFrame, *, default_alpha: float = 0.5) -> dict[str, Any]:
+    """The choice of :func:`choose_retrain` from its table of validation scores (see there)."""
     cand = table[table["model"].isin(RUNNABLE)]
     best = cand.loc[cand["dcg"].idxmax()]
     pol = cand[cand["policy"].notna()]
-    ref = pol.loc[pol["dcg"].idxmax()]  # the retrain settings: of the best policy (even if online wins)
-    rc = setup.rc
-    chosen: dict[str, Any] = {
-        "model": best["model"], "dcg": float(best["dcg"]), "policy": ref["policy"], "policy_dcg": float(ref["dcg"]),
-        "alpha": float(ref["alpha"]) if ref["policy"] == "score-blend" else rc.alpha,
-        "window_days": float(ref["window_days"]) if pd.notna(ref["window_days"]) else rc.window_days,
-        "half_life_days": float(ref["half_life_days"]) if pd.notna(ref["half_life_days"]) else rc.half_life_days}
-    return chosen, table
+    ref = pol.loc[pol["dcg"].idxmax()]  # the policy to schedule (even if online only wins)
+    als = cand[cand["model"].isin(["als+online:replace", "als+online:score-blend"])]
+    als_best = als.loc[als["dcg"].idxmax()]  # the ALS settings: of the best ALS policy
+    w, h = float(als_best["window_days"]), float(als_best["half_life_days"])
+    sb = als[(als["model"] == "als+online:score-blend") & (als["window_days"] == w) & (als["half_life_days"] == h)]
+    return {"model": best["model"], "dcg": float(best["dcg"]), "policy": ref["policy"], "policy_dcg": float(ref["dcg"]),
+            "alpha": float(sb.loc[sb["dcg"].idxmax(), "alpha"]) if len(sb) else default_alpha,
+            "window_days": w, "half_life_days": h}
 
 
 def parse_sizes(spec: str) -> list[int | str]:
