@@ -270,3 +270,21 @@ def test_long_runs_log_per_model_progress_with_events_per_second_and_eta(monkeyp
     with caplog.at_level(logging.INFO, logger="dsgd.evaluate"):
         run_prequential(st, "online", batch_events=100, progress=False)
     assert not caplog.records
+
+
+def test_retrain_choice_takes_the_best_policy_and_the_als_settings_of_the_best_als_policy():
+    from dsgd.evaluation import select_retrain
+
+    rows = [("online", None, None, None, None, 0.30), ("retrain+online:warm-start", "warm-start", None, None, None, 0.33),
+            ("als+online:replace", "replace", 0.0, 0.0, None, 0.31), ("als", None, 0.0, 0.0, None, 0.50),
+            ("als+online:score-blend", "score-blend", 0.0, 0.0, 0.25, 0.305),
+            ("als+online:replace", "replace", 0.0, 14.0, None, 0.30),
+            ("als+online:score-blend", "score-blend", 0.0, 14.0, 0.25, 0.32),
+            ("als+online:score-blend", "score-blend", 0.0, 14.0, 0.5, 0.325)]
+    table = pd.DataFrame(rows, columns=["model", "policy", "window_days", "half_life_days", "alpha", "dcg"])
+    got = select_retrain(table)
+    assert got["model"] == "retrain+online:warm-start" and got["policy"] == "warm-start"  # the frozen als never wins
+    assert (got["window_days"], got["half_life_days"], got["alpha"]) == (0.0, 14.0, 0.5)
+    only_online = table.assign(dcg=np.where(table["model"] == "online", 0.9, table["dcg"]))
+    got = select_retrain(only_online)
+    assert got["model"] == "online" and got["policy"] == "warm-start"
