@@ -43,14 +43,16 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
-from dsgd.als import replay_seed
-from dsgd.config import Config
-from dsgd.factor_store import FactorStore, ModelHead, StaleModel
-from dsgd.local import SideFactors, train_epochs
-from dsgd.params import KernelParams, params_from_model_config
-from dsgd.schedules import make_schedule
-from dsgd.spark_engine import side_to_spark
+from dsgd.core import columns as C
+from dsgd.engines.als import replay_seed
+from dsgd.core.config import Config
+from dsgd.store.factor_store import FactorStore, ModelHead
+from dsgd.store.errors import StaleModel
+from dsgd.core.factors import SideFactors
+from dsgd.engines.local import train_epochs
+from dsgd.core.params import KernelParams, params_from_model_config
+from dsgd.core.schedules import make_schedule
+from dsgd.engines.spark import side_to_spark
 
 log = logging.getLogger("dsgd.batch")
 
@@ -103,7 +105,7 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
         pev = ev.toPandas()
         su = SideFactors.from_frame(users.select(*FACTOR_COLS).toPandas(), m.rank)
         si = SideFactors.from_frame(items.select(*FACTOR_COLS).toPandas(), m.rank)
-        from dsgd.hashing import id_key
+        from dsgd.core.hashing import id_key
 
         uids, iids = pev[C.USER].to_numpy(object), pev[C.ITEM].to_numpy(object)
         stats = train_epochs(su, si, id_key(uids), id_key(iids), uids, iids,
@@ -112,7 +114,7 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
                              strata_order=m.strata_order, seed=m.seed, batch_id=batch_id, init_scale=m.init_scale,
                              rank=m.rank, threads=2)
         return side_to_spark(spark, su), side_to_spark(spark, si), stats
-    from dsgd.spark_engine import ensure_ids, train_epochs_spark
+    from dsgd.engines.spark import ensure_ids, train_epochs_spark
 
     fu = ensure_ids(users.select(*FACTOR_COLS), ev.select(F.col(C.USER).alias(C.ID)))
     fi = ensure_ids(items.select(*FACTOR_COLS), ev.select(F.col(C.ITEM).alias(C.ID)))

@@ -8,7 +8,7 @@ Steps of :func:`run_retrain` (``dsgd retrain --as-of T`` / ``batch/retrain_main.
 2. idempotence: if the ``snapshots`` table holds the snapshot of this ``as_of`` and the model metadata
    says it was blended with this policy, nothing changes (exit code 0, status ``already_done``); a
    snapshot written by a run that crashed before its swap is reused, not retrained;
-3. train: ``replace`` / ``score-blend`` fit ALS (:func:`dsgd.als.train_als`, shared with the evaluation
+3. train: ``replace`` / ``score-blend`` fit ALS (:func:`dsgd.engines.als.train_als`, shared with the evaluation
    harness: explicit or implicit per ``model.kind``, rank ``model.rank``, seed ``model.seed``; string
    ids mapped to a dense int index and back, never truncated; ``retrain.window_days`` /
    ``retrain.half_life_days`` weigh recent events; the ALS checkpoint directory is
@@ -44,12 +44,12 @@ from pyspark.sql import functions as F
 
 from batch.blend import FACTOR_COLS, replace_model, swap, warm_start_model
 from batch.retrain_config import RetrainConfig, retrain_config
-from dsgd import columns as C
-from dsgd.als import MAX_DENSE_IDS, AlsResult, als_ratings, dense_index, train_als
-from dsgd.config import Config, ConfigError
-from dsgd.delta_conf import delta_settings
-from dsgd.factor_store import FactorStore
-from streaming.tables import Tables
+from dsgd.core import columns as C
+from dsgd.engines.als import MAX_DENSE_IDS, AlsResult, als_ratings, dense_index, train_als
+from dsgd.core.config import Config, ConfigError
+from dsgd.store.delta_settings import delta_settings
+from dsgd.store.factor_store import FactorStore
+from dsgd.store.tables import Tables
 
 log = logging.getLogger("dsgd.batch")
 
@@ -119,7 +119,7 @@ class RetrainResult:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
-# ---- ALS (dsgd.als: shared with the evaluation harness) -------------------------------------------------
+# ---- ALS (dsgd.engines.als: shared with the evaluation harness) -------------------------------------------------
 # ---- snapshots ----------------------------------------------------------------------------------------
 def snapshot_meta(spark: SparkSession, path: str, as_of_ms: int | None = None) -> dict[str, Any] | None:
     """The metadata of the snapshot with this cut-off (the latest one if None); None if absent."""
@@ -276,7 +276,7 @@ def run_retrain(spark: SparkSession, cfg: Config, *, as_of_ms: int, retrain: Ret
 def main(spark: SparkSession | None, cfg: Config, *, as_of: str | int | None = None,
          retrain: RetrainConfig | None = None) -> int:
     """Job entry (CLI and spark-submit): run the retrain, print its JSON result, return the exit code."""
-    from dsgd.session import build_session
+    from dsgd.store.session import build_session
 
     try:
         as_of_ms = parse_as_of(as_of)

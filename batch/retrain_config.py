@@ -1,6 +1,6 @@
 """The ``[retrain]`` config section: the periodic ALS retrain, its blend into the live model, serving.
 
-The keys are declared in :mod:`dsgd.config` (``Config.retrain``) like every other section; the batch
+The keys are declared in :mod:`dsgd.core.config` (``Config.retrain``) like every other section; the batch
 jobs also accept a :class:`RetrainConfig` argument that overrides it.
 
 Example
@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from dsgd.als import implicit_prefs
-from dsgd.config import POLICIES, ConfigError, RetrainConfig, _check_value
+from dsgd.engines.als import implicit_prefs
+from dsgd.core.config import POLICIES, ConfigError, RetrainConfig, _check_value
 
 __all__ = ["POLICIES", "RetrainConfig", "implicit_prefs", "retrain_config", "validated"]
 
@@ -32,7 +32,7 @@ def retrain_config(cfg: Any, override: RetrainConfig | None = None) -> RetrainCo
 def validated(base: RetrainConfig, values: dict[str, Any]) -> RetrainConfig:
     """A copy of ``base`` with ``values`` applied, each checked against its declaration.
 
-    Raises :class:`dsgd.config.ConfigError` naming the key (``retrain.<key>``) and what is allowed.
+    Raises :class:`dsgd.core.config.ConfigError` naming the key (``retrain.<key>``) and what is allowed.
 
     Example
     -------

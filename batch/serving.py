@@ -34,13 +34,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.retrain_config import RetrainConfig, retrain_config
-from dsgd import columns as C
-from dsgd.als import blend_scores
-from dsgd.config import Config
-from dsgd.delta_conf import delta_settings
-from dsgd.factor_store import FactorStore
-from dsgd.local import vector_matrix
-from streaming.tables import Tables
+from dsgd.core import columns as C
+from dsgd.engines.als import blend_scores
+from dsgd.core.config import Config
+from dsgd.store.delta_settings import delta_settings
+from dsgd.store.factor_store import FactorStore
+from dsgd.core.factors import vector_matrix
+from dsgd.store.tables import Tables
 
 log = logging.getLogger("dsgd.serving")
 

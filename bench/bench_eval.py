@@ -6,7 +6,7 @@ the online model at 100-event batches (issue 18's goal: >= 100k events/s) and of
 
 Prints one JSON line per measurement; writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and
 ``speed.json`` to ``--out`` (default bench/out/eval). Without ``--path`` it runs on a synthetic stream
-(dsgd.synthetic.generate_stream). ``--sizes ""`` skips the sweep.
+(dsgd.evaluation.synthetic.generate_stream). ``--sizes ""`` skips the sweep.
 """
 
 from __future__ import annotations
@@ -20,16 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsgd.evaluate_cli import write_sweep  # noqa: E402
-from dsgd.evaluation import (  # noqa: E402
-    parse_sizes,
-    prepare_stream,
-    run_prequential,
-    speed,
-    sweep_batch_sizes,
-)
-from dsgd.loaders import load_dataset  # noqa: E402
-from dsgd.synthetic import generate_stream  # noqa: E402
+from dsgd.evaluation.report import write_sweep  # noqa: E402
+from dsgd.evaluation.harness import parse_sizes, prepare_stream, run_prequential, speed, sweep_batch_sizes
+from dsgd.evaluation.loaders import load_dataset  # noqa: E402
+from dsgd.evaluation.synthetic import generate_stream  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

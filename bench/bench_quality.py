@@ -8,8 +8,8 @@ Protocol (the same functions as ``dsgd evaluate --grid --choose-retrain --per-ev
 
 1. on the first ``--prefix`` (20%) of the stream, at the selection cut (``--select-cut``, 1-hour
    event-time batches): the online model's lr / rank / negatives / epochs / item biases
-   (:data:`dsgd.evaluation.DEFAULT_GRID`, plain serving), then the retrain: policy, score-blend alpha
-   and recency (:func:`dsgd.evaluation.choose_retrain`, served with fold-in);
+   (:data:`dsgd.evaluation.harness.DEFAULT_GRID`, plain serving), then the retrain: policy, score-blend alpha
+   and recency (:func:`dsgd.evaluation.harness.choose_retrain`, served with fold-in);
 2. with those settings, every model at every cut of ``--cuts``, reported on the rest of the stream;
    the per-event online reference (one event per batch) on the same events;
 3. the micro-batch size sweep of popularity and online (``--sweep``).
@@ -31,21 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsgd.evaluate_cli import merge_runs, write_report, write_sweep  # noqa: E402
-from dsgd.evaluation import (  # noqa: E402
-    DEFAULT_GRID,
-    RUNNABLE,
-    batch_cut,
-    choose_retrain,
-    grid_search,
-    parse_sizes,
-    prepare_stream,
-    run_prequential,
-    summary_table,
-    sweep_batch_sizes,
-)
-from dsgd.evaluation_models import FOLDIN_SUFFIX, EvalParams, retrain_setup  # noqa: E402
-from dsgd.loaders import load_dataset  # noqa: E402
+from dsgd.cli.evaluate import merge_runs
+from dsgd.evaluation.report import write_report, write_sweep
+from dsgd.evaluation.harness import DEFAULT_GRID, RUNNABLE, batch_cut, choose_retrain, grid_search, parse_sizes, prepare_stream, run_prequential, summary_table, sweep_batch_sizes
+from dsgd.evaluation.models import FOLDIN_SUFFIX, EvalParams, retrain_setup  # noqa: E402
+from dsgd.evaluation.loaders import load_dataset  # noqa: E402
 
 #: name -> (loader, path under --data, load options, retrain_min_growth, per-event reference or None)
 STREAMS: dict[str, tuple[str, str, dict[str, Any], float, float | None]] = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsgd.paths import conf_dir
+from dsgd.core.paths import conf_dir
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,7 @@ Two update rules (:class:`FoldInParams` ``method``):
     The model's own SGD rule on the user side only: ``epochs`` passes over the events in the given
     order, each positive (target 1 for implicit, the rating for explicit) followed, for implicit models,
     by ``negatives`` uniform draws from the candidate items (target 0), exactly the per-event update of
-    :func:`dsgd.kernel.run_block` with the item row left unchanged. Starts from the user's vector, or
+    :func:`dsgd.core.kernel.run_block` with the item row left unchanged. Starts from the user's vector, or
     from zeros for a new user.
 ``"ls"``
     A closed-form regularised least-squares step (the user half of an ALS iteration). Implicit::
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from dsgd.hashing import GOLDEN_U64, splitmix64
+from dsgd.core.hashing import GOLDEN_U64, splitmix64
 
 FOLDIN_METHODS = ("sgd", "ls")
 

@@ -11,11 +11,11 @@ from pyspark.sql import functions as F
 
 from batch.retrain import run_retrain
 from batch.retrain_config import RetrainConfig
-from dsgd import columns as C
-from dsgd.evaluation import prepare_stream
-from dsgd.evaluation_models import EvalParams, FitCache, Popularity, ProductModel, RetrainSetup, fit_als
-from dsgd.factor_store import FactorStore
-from streaming.tables import Tables
+from dsgd.core import columns as C
+from dsgd.evaluation.harness import prepare_stream
+from dsgd.evaluation.models import EvalParams, FitCache, Popularity, ProductModel, RetrainSetup, fit_als
+from dsgd.store.factor_store import FactorStore
+from dsgd.store.tables import Tables
 from tests.spark.test_retrain import factors, snapshot, write_events
 
 pytestmark = pytest.mark.spark

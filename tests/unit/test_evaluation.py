@@ -9,20 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsgd.columns import ITEM, RATING, SEQ, TS, USER
-from dsgd.evaluation import (
-    cut_batches,
-    evaluate,
-    grid_search,
-    prepare_stream,
-    ranks_all_modes,
-    run_prequential,
-    summary_table,
-    sweep_batch_sizes,
-)
-from dsgd.evaluation_models import EvalParams, expand_models
-from dsgd.metrics import EXCLUSION_MODES, ranks_of_targets
-from dsgd.synthetic import generate_stream
+from dsgd.core.columns import ITEM, RATING, SEQ, TS, USER
+from dsgd.evaluation.harness import cut_batches, evaluate, grid_search, prepare_stream, ranks_all_modes, run_prequential, summary_table, sweep_batch_sizes
+from dsgd.evaluation.models import EvalParams, expand_models
+from dsgd.core.metrics import EXCLUSION_MODES, ranks_of_targets
+from dsgd.evaluation.synthetic import generate_stream
 
 DAY = 86_400_000
 T0 = 1_600_000_000_000 // DAY * DAY
@@ -157,10 +148,11 @@ def test_cli_writes_consistent_csv_json_png_and_markdown(tmp_path, capsys):
 @pytest.mark.parametrize("sampling, order, d, epochs", [("uniform", "rotation", 2, 1),
                                                         ("popularity", "permutation", 3, 2)])
 def test_harness_dsgd_step_equals_the_streaming_trainers_train_epochs_bit_for_bit(sampling, order, d, epochs):
-    from dsgd.evaluation_models import DenseModel, dsgd_step
-    from dsgd.local import SideFactors, train_epochs
-    from dsgd.params import KernelParams
-    from dsgd.schedules import Constant
+    from dsgd.evaluation.models import DenseModel, dsgd_step
+    from dsgd.core.factors import SideFactors
+    from dsgd.engines.local import train_epochs
+    from dsgd.core.params import KernelParams
+    from dsgd.core.schedules import Constant
 
     st = prepare_stream(generate_stream(3000, n_users=60, n_items=90, seed=1, duration_days=5))
     kp = KernelParams(lr=0.1, reg=0.01, implicit=True, use_bias=False, negatives=5, negative_sampling=sampling)
@@ -232,7 +224,7 @@ def test_fold_in_never_uses_the_scored_event_or_a_later_one(params):
 
 def test_fold_in_vector_is_the_core_function_on_exactly_the_earlier_events_of_the_batch():
     from dsgd.core.foldin import fold_in
-    from dsgd.evaluation_models import FactorModel, Popularity
+    from dsgd.evaluation.models import FactorModel, Popularity
 
     st = prepare_stream(_pairs_stream(batches=4))
     p = EvalParams()
@@ -257,7 +249,7 @@ def test_fold_in_vector_is_the_core_function_on_exactly_the_earlier_events_of_th
 def test_long_runs_log_per_model_progress_with_events_per_second_and_eta(monkeypatch, caplog):
     import logging
 
-    import dsgd.evaluation as ev_mod
+    import dsgd.evaluation.harness as ev_mod
 
     monkeypatch.setattr(ev_mod, "PROGRESS_EVERY_S", 0.0)
     st = prepare_stream(_planted(1500))
@@ -273,7 +265,7 @@ def test_long_runs_log_per_model_progress_with_events_per_second_and_eta(monkeyp
 
 
 def test_retrain_choice_takes_the_best_policy_and_the_als_settings_of_the_best_als_policy():
-    from dsgd.evaluation import select_retrain
+    from dsgd.evaluation.harness import select_retrain
 
     rows = [("online", None, None, None, None, 0.30), ("retrain+online:warm-start", "warm-start", None, None, None, 0.33),
             ("als+online:replace", "replace", 0.0, 0.0, None, 0.31), ("als", None, 0.0, 0.0, None, 0.50),

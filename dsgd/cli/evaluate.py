@@ -24,24 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dsgd.cli import command
-from dsgd.config import Config, ConfigError
-from dsgd.evaluation import (
-    DEFAULT_GRID,
-    RunResult,
-    choose_retrain,
-    grid_search,
-    parse_sizes,
-    period_table,
-    prepare_stream,
-    run_prequential,
-    speed,
-    summary_table,
-    sweep_batch_sizes,
-)
-from dsgd.evaluation_models import MODEL_KINDS, EvalParams, expand_models, expand_serving, retrain_setup
-from dsgd.loaders import DATASETS, load_dataset
-from dsgd.metrics import EXCLUSION_MODES
+from dsgd.cli.registry import command
+from dsgd.core.config import Config, ConfigError
+from dsgd.evaluation.harness import DEFAULT_GRID, RunResult, choose_retrain, grid_search, parse_sizes, period_table, prepare_stream, run_prequential, speed, summary_table, sweep_batch_sizes
+from dsgd.evaluation.models import MODEL_KINDS, EvalParams, expand_models, expand_serving, retrain_setup
+from dsgd.evaluation.loaders import DATASETS, load_dataset
+from dsgd.core.metrics import EXCLUSION_MODES
 
 log = logging.getLogger("dsgd.evaluate")
 
@@ -82,7 +70,7 @@ def wide_periods(periods: pd.DataFrame, mode: str = "off") -> pd.DataFrame:
 def write_report(out: Path, res: RunResult, *, period: str, title: str,
                  extra: dict[str, Any] | None = None) -> str:
     """Write CSV, JSON, PNG and Markdown for one run; return the Markdown."""
-    from dsgd.plots import plot_periods
+    from dsgd.evaluation.plots import plot_periods
 
     out.mkdir(parents=True, exist_ok=True)
     summ = summary_table(res)
@@ -111,12 +99,12 @@ def write_report(out: Path, res: RunResult, *, period: str, title: str,
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="input format (dsgd.loaders)")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="input format (dsgd.evaluation.loaders)")
     p.add_argument("--path", required=True, help="file or folder of the data set")
     p.add_argument("--models", default="popularity,online,batch,batch+online",
                    help="comma list of " + ", ".join(MODEL_KINDS) + "; aliases: batch+online (both SGD variants), "
                    "als+online (replace, score-blend), retrain (the four product models: MLlib ALS through "
-                   "dsgd.als with the [retrain] config, as `dsgd retrain` runs it), sgd, all")
+                   "dsgd.engines.als with the [retrain] config, as `dsgd retrain` runs it), sgd, all")
     p.add_argument("--serving", default="plain,fold-in",
                    help="plain (the model's user vectors) and/or fold-in (the user's events the model has not "
                    "trained on folded in, dsgd.core.foldin; reported as <model>/fold-in)")
@@ -181,7 +169,7 @@ def _param_values(items: list[str]) -> dict[str, Any]:
 
 def write_sweep(sw: pd.DataFrame, out: Path, *, title: str) -> str:
     """Write a batch-size sweep as ``sweep.csv``, ``sweep.png`` and ``sweep.md``; return the Markdown."""
-    from dsgd.plots import plot_sweep
+    from dsgd.evaluation.plots import plot_sweep
 
     sw.to_csv(out / "sweep.csv", index=False)
     plot_sweep(sw, out / "sweep.png", title=title)

@@ -1,5 +1,5 @@
 """The periodic retrain's Spark MLlib ALS fit, shared by ``dsgd retrain`` (:mod:`batch.retrain`) and the
-evaluation harness (:mod:`dsgd.evaluation_models`), so the harness measures the retrain users run.
+evaluation harness (:mod:`dsgd.evaluation.models`), so the harness measures the retrain users run.
 
 - :func:`dense_index`: string ids -> a dense 32-bit ALS index (never truncated);
 - :func:`als_ratings`: one ALS input row per (user, item): the event count (implicit; optionally
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from dsgd import columns as C
-from dsgd.config import Config, RetrainConfig
-from dsgd.hashing import mix_seed
+from dsgd.core import columns as C
+from dsgd.core.config import Config, RetrainConfig
+from dsgd.core.hashing import mix_seed
 
 MAX_DENSE_IDS = 2**31 - 1
 DAY_MS = 86_400_000

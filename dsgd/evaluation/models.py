@@ -1,4 +1,4 @@
-"""Models compared by the prequential harness (:mod:`dsgd.evaluation`).
+"""Models compared by the prequential harness (:mod:`dsgd.evaluation.harness`).
 
 Every model scores users against the items known so far (``score``; with fold-in ``score_foldin``),
 learns from one micro-batch (``update``) and may retrain at a period boundary (``retrain``).
@@ -7,13 +7,13 @@ Two families of factor models:
 
 - SGD stand-ins (``online``, ``batch``, ``batch+online:*``): every micro-batch and every weekly
   retrain is the streaming trainer's DSGD step (:func:`dsgd_step`, pinned equal to
-  :func:`dsgd.local.train_epochs` by a test) on dense arrays indexed by stream position;
+  :func:`dsgd.engines.local.train_epochs` by a test) on dense arrays indexed by stream position;
 - the product's retrain (``als``, ``als+online:replace``, ``als+online:score-blend``,
-  ``retrain+online:warm-start``): Spark MLlib ALS through :func:`dsgd.als.train_als` (the code
+  ``retrain+online:warm-start``): Spark MLlib ALS through :func:`dsgd.engines.als.train_als` (the code
   ``dsgd retrain`` runs, same parameters, id mapping and ALS settings) and the blend policies of
   :mod:`batch.blend` / :mod:`batch.serving` (``replace``: the snapshot replaces the live rows;
   ``warm-start``: ``retrain.warm_start_epochs`` DSGD epochs over the history from the online factors,
-  no ALS; ``score-blend``: :func:`dsgd.als.blend_scores` of the frozen snapshot and the online model).
+  no ALS; ``score-blend``: :func:`dsgd.engines.als.blend_scores` of the frozen snapshot and the online model).
   The retrain runs at the period boundary on the events before it (cut-off ``as_of`` = boundary - 1 ms),
   so no event arrives between the cut-off and the swap (the product replays those).
 
@@ -45,11 +45,11 @@ import numpy as np
 from numba import njit
 
 from dsgd.core.foldin import FoldInParams, fold_in_many, item_gram
-from dsgd.hashing import block_of, init_vectors, mix_seed, splitmix64
-from dsgd.kernel import _run_sorted
-from dsgd.params import KernelParams
-from dsgd.schedules import Constant, make_schedule
-from dsgd.strata import strata_schedule
+from dsgd.core.hashing import block_of, init_vectors, mix_seed, splitmix64
+from dsgd.core.kernel import _run_sorted
+from dsgd.core.params import KernelParams
+from dsgd.core.schedules import Constant, make_schedule
+from dsgd.core.strata import strata_schedule
 
 log = logging.getLogger("dsgd.evaluate")
 
@@ -255,7 +255,7 @@ class Popularity:
 # ---- dense factor rows and the DSGD step ------------------------------------------------------------------
 class DenseSide:
     """One side of a model with a row per stream index (preallocated); ``known`` marks the rows the model
-    has (as :class:`dsgd.local.SideFactors` would hold them)."""
+    has (as :class:`dsgd.engines.local.SideFactors` would hold them)."""
 
     def __init__(self, init: np.ndarray) -> None:
         self.init = init
@@ -348,8 +348,8 @@ def _dsgd_batch(U, bu, ucnt, V, bi, icnt, eu, ei, er, bstart, strata, pool, pool
     """All epochs of one DSGD step: events sorted by block (``bstart[blk]..bstart[blk+1]``, block
     ``ub * d + ib``, time order inside), ``strata[e, s, b]`` = item block of user block ``b``, the
     negative pools of the item blocks (``pool[pool_ptr[b]:pool_ptr[b+1]]``). Block seeds are
-    ``mix_seed(seed, batch_id, e, s, b)`` and each block runs :func:`dsgd.kernel._run_sorted`, as
-    :func:`dsgd.local.train_epochs` does through ``run_block``."""
+    ``mix_seed(seed, batch_id, e, s, b)`` and each block runs :func:`dsgd.core.kernel._run_sorted`, as
+    :func:`dsgd.engines.local.train_epochs` does through ``run_block``."""
     d = strata.shape[1]
     h0 = _mix(_mix(np.uint64(0x5EED), seed), batch_id)
     empty = np.zeros(0, np.float64)
@@ -393,7 +393,7 @@ def dsgd_step(m: DenseModel, pos: np.ndarray | slice, kp: KernelParams, *, epoch
               strata_order: str, batch_id: int, order: np.ndarray | None = None,
               ratings: np.ndarray | None = None) -> list[dict]:
     """Stratified DSGD over the events ``pos`` of ``m.stream``, in place: the same updates, negatives and
-    counts as :func:`dsgd.local.train_epochs` with ``d = m.d``, ``seed = m.seed`` and the given
+    counts as :func:`dsgd.engines.local.train_epochs` with ``d = m.d``, ``seed = m.seed`` and the given
     arguments (a test pins them equal), in one compiled call instead of its per-block bookkeeping.
 
     ``order``: the events' training order as positions into ``pos`` (``train_epochs`` trains in
@@ -709,7 +709,7 @@ class FactorModel:
         self.set.cut = end
 
 
-# ---- the product's retrain: ALS through dsgd.als, blend policies of batch/ --------------------------------
+# ---- the product's retrain: ALS through dsgd.engines.als, blend policies of batch/ --------------------------------
 @dataclass
 class RetrainSetup:
     """What the product models need: the product config (``[model]`` from the harness's parameters,
@@ -718,7 +718,7 @@ class RetrainSetup:
     Build it with :func:`retrain_setup`.
     """
 
-    cfg: Any  # dsgd.config.Config
+    cfg: Any  # dsgd.core.config.Config
     cache: FitCache
     spark_factory: Any = None
     _spark: Any = None
@@ -735,7 +735,7 @@ class RetrainSetup:
             if self.spark_factory is not None:
                 self._spark = self.spark_factory()
             else:
-                from dsgd.session import build_session
+                from dsgd.store.session import build_session
 
                 cfg = self.cfg if self.cfg.spark.master else self.cfg.replace(spark={"master": "local[2]"})
                 self._spark = build_session(cfg)
@@ -763,7 +763,7 @@ def retrain_setup(cfg: Any | None, params: EvalParams, *, cache_dir: str | Path 
                   spark: Any = None) -> RetrainSetup:
     """A :class:`RetrainSetup` for ``cfg`` (default: ``conf/dsgd.toml``) and the harness's parameters."""
     if cfg is None:
-        from dsgd.config import load_config
+        from dsgd.core.config import load_config
 
         cfg = load_config()
     factory = (lambda: spark) if spark is not None else None
@@ -774,8 +774,8 @@ def fit_als(setup: RetrainSetup, stream: Stream, end: int, as_of_ms: int) -> dic
     """The ALS snapshot ``dsgd retrain --as-of as_of_ms`` would write for the first ``end`` events, as
     stream rows: ``{"user_rows", "user_vec", "user_count", "item_rows", "item_vec", "item_count",
     "seconds"}`` (cached by the events' digest and the settings)."""
-    from dsgd import columns as C
-    from dsgd.als import implicit_prefs, train_als
+    from dsgd.core import columns as C
+    from dsgd.engines.als import implicit_prefs, train_als
 
     rc = setup.rc
     m = setup.cfg.model
@@ -880,7 +880,7 @@ class ProductModel:
     def _warm_start(self, end: int, as_of_ms: int) -> None:
         """:func:`batch.blend.warm_start_model`: DSGD epochs over the history from the online factors
         with the stream's kernel, seeded by the cut-off; counts stay as the stream left them."""
-        from dsgd.als import replay_seed
+        from dsgd.engines.als import replay_seed
 
         assert self.online is not None
         rc, m = self.setup.rc, self.setup.cfg.model
@@ -905,7 +905,7 @@ class ProductModel:
 
     def _serve(self, on: tuple[np.ndarray, np.ndarray] | None, ba: tuple[np.ndarray, np.ndarray] | None,
                n_known: int, n: int) -> np.ndarray:
-        from dsgd.als import blend_scores
+        from dsgd.engines.als import blend_scores
 
         if self.name == "als" or self.policy == "score-blend":
             if ba is None:  # before the first retrain

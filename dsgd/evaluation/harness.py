@@ -5,12 +5,12 @@ retrain-period boundaries). For each micro-batch every model first scores the ba
 its state *before* the batch (micro-batch mode: coarser than per-event evaluation, the whole batch sees
 the same model), then learns from the batch. The target's rank among all items known so far gives
 ``DCG@K = 1/log2(rank+1)`` if ``rank <= K`` (K = 100); an event whose item is new scores rank 0 (DCG 0)
-and counts in the mean. The three seen-item exclusion modes of :mod:`dsgd.metrics` are computed from
+and counts in the mean. The three seen-item exclusion modes of :mod:`dsgd.core.metrics` are computed from
 the same scores; "seen" is the user's history before the batch.
 
 Example
 -------
->>> from dsgd.loaders import load_dataset
+>>> from dsgd.evaluation.loaders import load_dataset
 >>> events = load_dataset("lastfm-tsv", "listens-first10pct.tsv")
 >>> res = evaluate(events, models="popularity,online", batch_events=100)
 >>> summary_table(res)
@@ -28,22 +28,10 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from dsgd.columns import ITEM, SEQ, TS, USER
-from dsgd.evaluation_models import (
-    FOLDIN_SUFFIX,
-    PRODUCT_KINDS,
-    EvalParams,
-    FitCache,
-    Popularity,
-    RetrainSetup,
-    Stream,
-    build_model,
-    expand_models,
-    expand_serving,
-    retrain_setup,
-)
-from dsgd.hashing import id_key
-from dsgd.metrics import EXCLUSION_MODES, dcg_from_ranks, period_means
+from dsgd.core.columns import ITEM, SEQ, TS, USER
+from dsgd.evaluation.models import FOLDIN_SUFFIX, PRODUCT_KINDS, EvalParams, FitCache, Popularity, RetrainSetup, Stream, build_model, expand_models, expand_serving, retrain_setup
+from dsgd.core.hashing import id_key
+from dsgd.core.metrics import EXCLUSION_MODES, dcg_from_ranks, period_means
 
 log = logging.getLogger("dsgd.evaluate")
 
@@ -172,7 +160,7 @@ def _rank_events(scores, rows, targets, users, bits, n_known, per_event, off, ex
 
 def ranks_all_modes(scores: np.ndarray, targets: np.ndarray, seen: np.ndarray) -> dict[str, np.ndarray]:
     """Ranks of each row's target in the three exclusion modes (same contract as
-    :func:`dsgd.metrics.ranks_of_targets`; ties in the target's favour). Targets ``>= scores.shape[1]``
+    :func:`dsgd.core.metrics.ranks_of_targets`; ties in the target's favour). Targets ``>= scores.shape[1]``
     (items new to the stream) get rank 0 in every mode."""
     n, m = scores.shape
     new = targets >= m
@@ -329,7 +317,7 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
     stream : Stream
         From :func:`prepare_stream`.
     models : str or list of str
-        Names, see :func:`dsgd.evaluation_models.expand_models`.
+        Names, see :func:`dsgd.evaluation.models.expand_models`.
     batch_events, batch_seconds : int, float
         Micro-batch cut by count or by event time (``batch_seconds`` wins when given).
     retrain_period : {"week", "day"}
@@ -346,7 +334,7 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
         results are named ``<model>/fold-in``. Popularity has no user vector: it is reported plain only.
     setup : RetrainSetup, optional
         Config, Spark session and fit cache of the product models (``als``...); default
-        :func:`dsgd.evaluation_models.retrain_setup` on ``conf/dsgd.toml``.
+        :func:`dsgd.evaluation.models.retrain_setup` on ``conf/dsgd.toml``.
     cache : FitCache, optional
         Shares the SGD models' weekly from-scratch fits (default: ``setup.cache`` or in memory).
     progress : bool, optional
