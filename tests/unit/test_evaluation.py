@@ -123,13 +123,18 @@ def test_expand_models_names_both_batch_online_variants():
         expand_models("als+online:nonsense")
 
 
-def test_cli_writes_consistent_csv_json_png_and_markdown(tmp_path, capsys):
-    from dsgd.cli import main
-
-    ev = _planted(3000)
+def _planted_tsv(tmp_path, n: int = 3000):
+    ev = _planted(n)
     tsv = tmp_path / "stream.tsv"
     pd.DataFrame({"u": ev[USER].str[1:].astype(int), "i": ev[ITEM].str[1:].astype(int),
                   "s": (ev[TS] - ev[TS].iloc[0]) / 1000.0}).to_csv(tsv, sep="\t", header=False, index=False)
+    return tsv
+
+
+def test_cli_writes_consistent_csv_json_png_and_markdown(tmp_path, capsys):
+    from dsgd.cli import main
+
+    tsv = _planted_tsv(tmp_path)
     out = tmp_path / "out"
     rc = main(["evaluate", "--dataset", "lastfm-tsv", "--path", str(tsv), "--models",
                "popularity,online,batch,batch+online", "--period", "week", "--batch-events", "100",
@@ -151,6 +156,27 @@ def test_cli_writes_consistent_csv_json_png_and_markdown(tmp_path, capsys):
     assert js["speed"]["events"] == 3000 and js["params"]["rank"] == 10
     printed = capsys.readouterr().out
     assert "| online |" in printed and printed.count("per week") == 3
+
+
+def test_cli_grid_reports_only_after_the_prefix_with_the_per_event_reference_and_extra_params(tmp_path, capsys):
+    from dsgd.cli import main
+
+    tsv = _planted_tsv(tmp_path, 2000)
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--dataset", "lastfm-tsv", "--path", str(tsv), "--models", "popularity,online",
+               "--serving", "fold-in", "--batch-seconds", "3600", "--grid", "--grid-prefix", "0.25", "--per-event",
+               "--param", "foldin_prior=0.3", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    js = json.loads((out / "results.json").read_text())
+    assert js["eval_from"] == 500 and js["params"]["foldin_prior"] == 0.3
+    assert set(js["grid"]["chosen"]) == {"lr", "rank", "negatives", "epochs", "use_bias"}
+    assert len(pd.read_csv(out / "grid.csv")) > 1
+    summ = pd.read_csv(out / "summary.csv")
+    assert set(summ["model"]) == {"popularity", "online/fold-in", "online@1"}
+    assert (summ["events"] == 1500).all()  # the validation prefix is not reported
+    assert "micro-batch 3600.0 s" in capsys.readouterr().out
+    assert main(["evaluate", "--dataset", "lastfm-tsv", "--path", str(tsv), "--param", "nonsense=1",
+                 "--out", str(out)]) == 2
 
 
 @pytest.mark.parametrize("sampling, order, d, epochs", [("uniform", "rotation", 2, 1),
