@@ -46,9 +46,9 @@ from pyspark.sql import functions as F
 from dsgd.core import columns as C
 from dsgd.core.config import Config
 from dsgd.core.factors import SideFactors
-from dsgd.core.hashing import mix_seed
 from dsgd.core.params import KernelParams, params_from_model_config
 from dsgd.core.schedules import make_schedule
+from dsgd.engines.als import replay_seed
 from dsgd.engines.local import train_epochs
 from dsgd.engines.spark import side_to_spark
 from dsgd.store.errors import StaleModel
@@ -57,6 +57,8 @@ from dsgd.store.factor_store import FactorStore, ModelHead
 log = logging.getLogger("dsgd.batch")
 
 FACTOR_COLS = [C.ID, C.KEY, C.VEC, C.BIAS, C.COUNT]
+__all__ = ["FACTOR_COLS", "dsgd_epochs", "kernel_params", "replace_model", "replay_seed", "swap",
+           "warm_start_model"]
 
 
 @dataclass
@@ -117,11 +119,6 @@ def dsgd_epochs(spark: SparkSession, cfg: Config, events: DataFrame, users: Data
                                        strata_order=m.strata_order, seed=m.seed, batch_id=batch_id,
                                        init_scale=m.init_scale, rank=m.rank, exchange=m.spark_exchange)
     return ou.select(*FACTOR_COLS), oi.select(*FACTOR_COLS), stats
-
-
-def replay_seed(as_of_ms: int) -> int:
-    """The ``batch_id`` that seeds the replay / warm-start of the retrain with cut-off ``as_of_ms``."""
-    return int(mix_seed(as_of_ms) % (2**31 - 1))
 
 
 # ---- policies --------------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ Steps of :func:`run_retrain` (``dsgd retrain --as-of T`` / ``batch/retrain_main.
 2. idempotence: if the ``snapshots`` table holds the snapshot of this ``as_of`` and the model metadata
    says it was blended with this policy, nothing changes (exit code 0, status ``already_done``); a
    snapshot written by a run that crashed before its swap is reused, not retrained;
-3. train: ``replace`` / ``score-blend`` fit ALS (explicit or implicit per ``model.kind``, rank
-   ``model.rank``, seed ``model.seed``; string ids mapped to a dense int index and back, never
-   truncated; the ALS checkpoint directory is ``<app.checkpoint_root>/als``); ``warm-start`` runs
-   DSGD epochs over the history from the online factors;
+3. train: ``replace`` / ``score-blend`` fit ALS (:func:`dsgd.engines.als.train_als`, shared with the evaluation
+   harness: explicit or implicit per ``model.kind``, rank ``model.rank``, seed ``model.seed``; string
+   ids mapped to a dense int index and back, never truncated; ``retrain.window_days`` /
+   ``retrain.half_life_days`` weigh recent events; the ALS checkpoint directory is
+   ``<app.checkpoint_root>/als``); ``warm-start`` runs DSGD epochs over the history from the online
+   factors;
 4. write the snapshot: one Delta commit to ``snapshots`` with one row per (as_of, side, id) and a
    metadata row (``side = "m"``: as-of, trainer, parameters, training metrics such as the explicit
    train RMSE, the global mean, the events and factors versions it was built from);
@@ -37,13 +39,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.blend import FACTOR_COLS, replace_model, swap, warm_start_model
-from batch.retrain_config import RetrainConfig, implicit_prefs, retrain_config
+from batch.retrain_config import RetrainConfig, retrain_config
 from dsgd.core import columns as C
 from dsgd.core.config import Config, ConfigError
+from dsgd.engines.als import MAX_DENSE_IDS, AlsResult, als_ratings, dense_index, train_als
 from dsgd.store.delta_settings import delta_settings
 from dsgd.store.factor_store import FactorStore
 from dsgd.store.tables import Tables
@@ -59,7 +62,7 @@ EXIT_CODES = {EXIT_OK: "ok: retrained and blended, or already done for this as-o
 SNAPSHOT_SCHEMA = (f"snapshot_id string, as_of long, {C.SIDE} string, {C.ID} string, {C.KEY} long, "
                    f"{C.VEC} array<float>, {C.BIAS} float, {C.COUNT} long, meta string, created_at timestamp")
 SNAPSHOT_META_ID = "snapshot"
-MAX_DENSE_IDS = 2**31 - 1
+__all__ = ["MAX_DENSE_IDS", "AlsResult", "als_ratings", "dense_index", "parse_as_of", "run_retrain", "train_als"]
 
 
 def parse_as_of(value: str | int | None) -> int:
@@ -116,101 +119,7 @@ class RetrainResult:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
-# ---- ALS ----------------------------------------------------------------------------------------------
-def dense_index(ids: DataFrame, column: str) -> DataFrame:
-    """Distinct values of ``column`` -> (``id`` string, ``idx`` int 0..n-1 in id order).
-
-    Raises ValueError when there are more ids than a 32-bit ALS id can hold (never truncates).
-
-    Example
-    -------
-    >>> dense_index(events, "user").orderBy("idx").first()
-    Row(id='u000', idx=0)
-    """
-    distinct = ids.select(F.col(column).cast("string").alias(C.ID)).distinct()
-    n = distinct.count()
-    if n > MAX_DENSE_IDS:
-        raise ValueError(f"{n} distinct {column} ids exceed the 32-bit id range of ALS ({MAX_DENSE_IDS})")
-    return distinct.withColumn("idx", (F.row_number().over(Window.orderBy(C.ID)) - 1).cast("int"))
-
-
-def als_ratings(history: DataFrame, *, implicit: bool) -> DataFrame:
-    """One ALS input row per (user, item): the event count (implicit) or the latest rating (explicit)."""
-    if implicit:
-        return history.groupBy(C.USER, C.ITEM).agg(F.count(F.lit(1)).cast("float").alias(C.RATING))
-    last = F.max_by(F.col(C.RATING), F.struct(C.TS, C.SEQ))
-    return history.groupBy(C.USER, C.ITEM).agg(last.cast("float").alias(C.RATING))
-
-
-@dataclass
-class AlsResult:
-    users: DataFrame  # FACTOR_SCHEMA
-    items: DataFrame
-    mu: float
-    n_ratings: int
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-
-
-def train_als(spark: SparkSession, cfg: Config, rc: RetrainConfig, history: DataFrame) -> AlsResult:
-    """Fit MLlib ALS on ``history`` (user, item, rating, ts, seq) and map the factors back to string ids.
-
-    Explicit: the latest rating per pair, minus the history mean ``mu`` when ``retrain.als_center``;
-    ``train_rmse`` is measured on that input (equal on the rating scale). Implicit: events per pair
-    as preference strength with confidence ``1 + als_alpha * count``.
-
-    Example
-    -------
-    >>> res = train_als(spark, cfg, RetrainConfig(als_max_iter=5), history)
-    >>> res.metrics["train_rmse"]
-    0.62
-    """
-    from pyspark.ml.recommendation import ALS
-
-    m = cfg.model
-    implicit = implicit_prefs(rc, m.kind)
-    t0 = time.perf_counter()
-    spark.sparkContext.setCheckpointDir(f"{cfg.app.checkpoint_root.rstrip('/')}/als")
-    stats = history.agg(F.count(F.lit(1)).alias("n"), F.avg(C.RATING).alias("mu")).first()
-    n_ratings = int(stats["n"])
-    mu = float(stats["mu"]) if (not implicit and rc.als_center and stats["mu"] is not None) else 0.0
-    uidx = dense_index(history, C.USER).localCheckpoint()
-    iidx = dense_index(history, C.ITEM).localCheckpoint()
-    n_users, n_items = uidx.count(), iidx.count()
-    pairs = als_ratings(history, implicit=implicit)
-    data = (pairs.join(uidx.select(F.col(C.ID).alias(C.USER), F.col("idx").alias("u")), C.USER)
-            .join(iidx.select(F.col(C.ID).alias(C.ITEM), F.col("idx").alias("i")), C.ITEM)
-            .select("u", "i", (F.col(C.RATING) - F.lit(mu)).cast("float").alias("r"))).localCheckpoint()
-    params = {"rank": m.rank, "maxIter": rc.als_max_iter, "regParam": rc.als_reg, "implicitPrefs": implicit,
-              "alpha": rc.als_alpha, "seed": m.seed, "checkpointInterval": rc.checkpoint_interval,
-              "center": bool(mu != 0.0 or (rc.als_center and not implicit))}
-    als = ALS(rank=m.rank, maxIter=rc.als_max_iter, regParam=rc.als_reg, implicitPrefs=implicit,
-              alpha=rc.als_alpha, userCol="u", itemCol="i", ratingCol="r", seed=m.seed,
-              checkpointInterval=rc.checkpoint_interval, coldStartStrategy="nan", nonnegative=False)
-    if rc.als_blocks:
-        als = als.setNumUserBlocks(rc.als_blocks).setNumItemBlocks(rc.als_blocks)
-        params["blocks"] = rc.als_blocks
-    model = als.fit(data)
-    t_fit = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"n_events": n_ratings, "n_pairs": data.count(), "n_users": n_users,
-                               "n_items": n_items, "seconds_fit": round(t_fit, 3)}
-    if not implicit:
-        pred = model.transform(data)
-        metrics["train_rmse"] = float(pred.select(F.sqrt(F.avg((F.col("prediction") - F.col("r")) ** 2)))
-                                      .first()[0])
-
-    def back(factors: DataFrame, index: DataFrame, column: str) -> DataFrame:
-        counts = history.groupBy(F.col(column).alias(C.ID)).agg(F.count(F.lit(1)).alias(C.COUNT))
-        return (factors.join(index, factors["id"] == index["idx"]).select(index[C.ID].alias(C.ID), "features")
-                .join(counts, C.ID, "left")
-                .select(C.ID, F.xxhash64(C.ID).alias(C.KEY), F.col("features").cast("array<float>").alias(C.VEC),
-                        F.lit(0.0).cast("float").alias(C.BIAS),
-                        F.coalesce(C.COUNT, F.lit(0)).cast("long").alias(C.COUNT)))
-
-    return AlsResult(users=back(model.userFactors, uidx, C.USER), items=back(model.itemFactors, iidx, C.ITEM),
-                     mu=mu, n_ratings=n_ratings, params=params, metrics=metrics)
-
-
+# ---- ALS (dsgd.engines.als: shared with the evaluation harness) -------------------------------------------------
 # ---- snapshots ----------------------------------------------------------------------------------------
 def snapshot_meta(spark: SparkSession, path: str, as_of_ms: int | None = None) -> dict[str, Any] | None:
     """The metadata of the snapshot with this cut-off (the latest one if None); None if absent."""
@@ -313,7 +222,7 @@ def run_retrain(spark: SparkSession, cfg: Config, *, as_of_ms: int, retrain: Ret
     else:
         t = time.perf_counter()
         if trainer == "als":
-            als = train_als(spark, cfg, rc, history)
+            als = train_als(spark, cfg, rc, history, as_of_ms=as_of_ms)
             users, items, mu, n_ratings = als.users, als.items, als.mu, als.n_ratings
             params, metrics = als.params, als.metrics
         else:

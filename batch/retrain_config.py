@@ -16,8 +16,9 @@ import dataclasses
 from typing import Any
 
 from dsgd.core.config import POLICIES, ConfigError, RetrainConfig, _check_value
+from dsgd.engines.als import implicit_prefs
 
-__all__ = ["POLICIES", "RetrainConfig", "retrain_config", "validated"]
+__all__ = ["POLICIES", "RetrainConfig", "implicit_prefs", "retrain_config", "validated"]
 
 
 def retrain_config(cfg: Any, override: RetrainConfig | None = None) -> RetrainConfig:
@@ -45,10 +46,3 @@ def validated(base: RetrainConfig, values: dict[str, Any]) -> RetrainConfig:
             raise ConfigError(f"unknown config key retrain.{key}; allowed keys of [retrain]: {', '.join(fields)}")
         checked[key] = _check_value("retrain", fields[key], value)
     return dataclasses.replace(base, **checked)
-
-
-def implicit_prefs(rc: RetrainConfig, model_kind: str) -> bool:
-    """Resolve ``als_implicit_prefs`` (auto follows ``model.kind``)."""
-    if rc.als_implicit_prefs == "auto":
-        return model_kind == "implicit"
-    return rc.als_implicit_prefs == "true"

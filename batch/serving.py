@@ -37,6 +37,7 @@ from batch.retrain_config import RetrainConfig, retrain_config
 from dsgd.core import columns as C
 from dsgd.core.config import Config
 from dsgd.core.factors import vector_matrix
+from dsgd.engines.als import blend_scores
 from dsgd.store.delta_settings import delta_settings
 from dsgd.store.factor_store import FactorStore
 from dsgd.store.tables import Tables
@@ -83,16 +84,8 @@ class ServingModel:
         """Served score of every item for a user given its (vec, bias) in each model; None if cold."""
         on = _score(self.online, u_online, self.mu_online if self.explicit else 0.0)
         ba = _score(self.batch, u_batch, self.mu_batch if self.explicit else 0.0) if self.batch else None
-        if on is None and ba is None:
-            return None
-        if ba is None:
-            return np.where(self.online.known, on, -np.inf)
-        if on is None:
-            return np.where(self.batch.known, ba, -np.inf)
-        both = self.online.known & self.batch.known
-        mixed = np.where(both, self.alpha * ba + (1.0 - self.alpha) * on,
-                         np.where(self.online.known, on, ba))
-        return np.where(self.online.known | self.batch.known, mixed, -np.inf)
+        batch_known = self.batch.known if self.batch else np.zeros_like(self.online.known)
+        return blend_scores(on, ba, self.online.known, batch_known, self.alpha)
 
     def top_k(self, scores: np.ndarray, seen: set[str], k: int) -> list[tuple[str, float]]:
         s = scores.astype(np.float64).copy()

@@ -182,6 +182,13 @@ class RetrainConfig:
     als_blocks: int = _f(0, "ALS numUserBlocks and numItemBlocks; 0 = the MLlib default (10).", lo=0, hi=100000)
     checkpoint_interval: int = _f(10, "ALS checkpointInterval; the checkpoint directory is "
                                   "<app.checkpoint_root>/als.", lo=1, hi=10000)
+    window_days: float = _f(0.0, "Fit ALS on the events of the last window_days before the cut-off only (users "
+                            "and items absent from the window are left to the online model and the popularity "
+                            "fallback); 0 = the whole history. For streams where users come and go.",
+                            lo=0.0, hi=36500.0)
+    half_life_days: float = _f(0.0, "Implicit ALS: an event's weight in its (user, item) preference is "
+                               "0.5 ** (age at the cut-off / half_life_days), so old events count less; "
+                               "0 = no decay (every event counts 1).", lo=0.0, hi=36500.0)
     warm_start_epochs: int = _f(3, "DSGD epochs over the history for the warm-start policy.", lo=0, hi=10000)
     warm_start_lr: float = _f(0.05, "Learning rate of the warm-start epochs (the replay of the replace policy "
                               "uses model.lr, like the stream).", lo=0.0, hi=100.0)

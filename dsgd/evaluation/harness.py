@@ -29,9 +29,24 @@ import pandas as pd
 from dsgd.core.columns import ITEM, SEQ, TS, USER
 from dsgd.core.hashing import id_key
 from dsgd.core.metrics import EXCLUSION_MODES, dcg_from_ranks, period_means
-from dsgd.evaluation.models import EvalParams, Popularity, Stream, build_models, expand_models
+from dsgd.evaluation.models import (
+    FOLDIN_SUFFIX,
+    PRODUCT_KINDS,
+    EvalParams,
+    FitCache,
+    Popularity,
+    RetrainSetup,
+    Stream,
+    build_model,
+    expand_models,
+    expand_serving,
+    retrain_setup,
+)
+from dsgd.evaluation.progress import Progress
+from dsgd.evaluation.ranking import SeenItems, _rank_events, ranks_all_modes
 
 DAY_MS = 86_400_000
+PROGRESS_EVERY_S = 15.0  # seconds between progress log lines when stderr is not a terminal
 PERIOD_MS = {"day": DAY_MS, "week": 7 * DAY_MS}
 
 
@@ -81,55 +96,6 @@ def cut_batches(ts: np.ndarray, *, batch_events: int | None = None, batch_second
     return np.r_[0, change, n].astype(np.int64)
 
 
-class SeenItems:
-    """Each user's distinct items so far (sorted arrays), for seen-item exclusion."""
-
-    def __init__(self) -> None:
-        self.items: list[np.ndarray] = []
-
-    def mask(self, users: np.ndarray, n_items: int) -> np.ndarray:
-        """Bool ``[len(users), n_items]``: item already seen by the user."""
-        out = np.zeros((len(users), n_items), bool)
-        for r, u in enumerate(users):
-            if u < len(self.items):
-                s = self.items[u]
-                out[r, s[s < n_items]] = True
-        return out
-
-    def add(self, users: np.ndarray, items: np.ndarray) -> None:
-        if len(users) == 0:
-            return
-        need = int(users.max()) + 1
-        self.items.extend(np.zeros(0, np.int64) for _ in range(need - len(self.items)))
-        order = np.argsort(users, kind="stable")
-        su, si = users[order], items[order]
-        starts = np.r_[0, np.flatnonzero(su[1:] != su[:-1]) + 1, len(su)]
-        for a, b in itertools.pairwise(starts):
-            u = int(su[a])
-            self.items[u] = np.union1d(self.items[u], si[a:b])
-
-
-def ranks_all_modes(scores: np.ndarray, targets: np.ndarray, seen: np.ndarray) -> dict[str, np.ndarray]:
-    """Ranks of each row's target in the three exclusion modes (same contract as
-    :func:`dsgd.core.metrics.ranks_of_targets`; ties in the target's favour). Targets ``>= scores.shape[1]``
-    (items new to the stream) get rank 0 in every mode."""
-    n, m = scores.shape
-    new = targets >= m
-    t = np.where(new, 0, targets)
-    rows = np.arange(n)
-    if m == 0:
-        z = np.zeros(n, np.int64)
-        return {mode: z.copy() for mode in EXCLUSION_MODES}
-    higher = scores > scores[rows, t][:, None]
-    off = 1 + np.count_nonzero(higher, axis=1)
-    excl = 1 + np.count_nonzero(higher & ~seen, axis=1)  # the target is never "higher" than itself
-    strict = np.where(seen[rows, t], 0, excl)
-    out = {"off": off, "exclude_seen": excl, "strict": strict}
-    for v in out.values():
-        v[new] = 0
-    return {k: v.astype(np.int64) for k, v in out.items()}
-
-
 @dataclass
 class RunResult:
     """Per-event ranks of each model in each exclusion mode, plus timings."""
@@ -151,12 +117,68 @@ class RunResult:
     def n_events(self) -> int:
         return len(self.stream)
 
+def _pass(model: Any, pop: Popularity, stream: Stream, bounds: np.ndarray, n: int, servings: list[str],
+          ranks: dict[str, dict[str, np.ndarray]], secs: dict[str, dict[str, float]], labels: dict[str, str],
+          retrain_period: str, chunk: int, progress: Progress, min_growth: float = 0.0) -> None:
+    """One model over the whole stream (test-then-train per micro-batch)."""
+    seen = SeenItems(len(stream.user_ids), len(stream.item_ids))
+    seen_ev = SeenItems(len(stream.user_ids), len(stream.item_ids)) if "fold-in" in servings else None
+    o = origin_ms(stream.ts)
+    per_len = PERIOD_MS[retrain_period]
+    current = None
+    n_known = 0
+    plain, folded = labels.get("plain"), labels.get("fold-in")
+    main = plain or folded
+    assert main is not None
+    last_end = 0
+    for b, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist())):
+        p = int((stream.ts[lo] - o) // per_len)
+        if current is not None and p != current and lo >= last_end * (1.0 + min_growth) and lo > last_end:
+            t = time.perf_counter()
+            model.retrain(stream, lo, p, o + p * per_len - 1)
+            secs[main]["retrain"] += time.perf_counter() - t
+            last_end = lo
+        current = p
+        for c in range(lo, hi, chunk):
+            ce = min(hi, c + chunk)
+            users = stream.user[c:ce]
+            targets = stream.item[c:ce]
+            if plain is not None:
+                t = time.perf_counter()
+                uniq, inv = np.unique(users, return_inverse=True)
+                s = np.ascontiguousarray(model.score(uniq, n_known, stream), np.float32)
+                out = ranks[plain]
+                _rank_events(s, inv.astype(np.int64), targets, users, seen.bits, n_known, False,
+                             out["off"][c:ce], out["exclude_seen"][c:ce], out["strict"][c:ce])
+                secs[plain]["score"] += time.perf_counter() - t
+            if folded is not None:
+                assert seen_ev is not None
+                t = time.perf_counter()
+                s = np.ascontiguousarray(model.score_foldin(stream, lo, c, ce, n_known), np.float32)
+                out = ranks[folded]
+                _rank_events(s, np.arange(ce - c, dtype=np.int64), targets, users, seen_ev.bits, n_known, True,
+                             out["off"][c:ce], out["exclude_seen"][c:ce], out["strict"][c:ce])
+                secs[folded]["score"] += time.perf_counter() - t
+        t = time.perf_counter()
+        model.update(stream, lo, hi, b)
+        secs[main]["update"] += time.perf_counter() - t
+        if pop is not model:
+            pop.update(stream, lo, hi, b)
+        seen.add(stream.user[lo:hi], stream.item[lo:hi])
+        n_known = max(n_known, int(stream.item[lo:hi].max()) + 1)
+        progress.update(hi - lo)
+    if plain is not None and folded is not None:  # the same training serves both
+        secs[folded]["update"] = secs[plain]["update"]
+        secs[folded]["retrain"] = secs[plain]["retrain"]
+
 
 def run_prequential(stream: Stream, models: str | list[str], params: EvalParams | None = None, *,
                     batch_events: int | None = 100, batch_seconds: float | None = None,
                     retrain_period: str = "week", chunk: int = 2048, end: int | None = None,
-                    eval_from: int = 0) -> RunResult:
-    """The prequential loop over micro-batches (see the module docstring).
+                    eval_from: int = 0, serving: str | list[str] = "plain", setup: RetrainSetup | None = None,
+                    cache: FitCache | None = None, progress: bool | None = None, label: str = "",
+                    retrain_min_growth: float = 0.0) -> RunResult:
+    """The prequential loop over micro-batches (see the module docstring), one pass per model.
 
     Parameters
     ----------
@@ -174,56 +196,67 @@ def run_prequential(stream: Stream, models: str | list[str], params: EvalParams 
         Stop after this many events (a validation prefix).
     eval_from : int
         Events before this offset are trained on but left out of the reported means.
+    serving : str or list of str
+        ``"plain"`` (the user's vector as the model has it) and/or ``"fold-in"`` (the user's events the
+        model has not trained on, before the event, folded in: :mod:`dsgd.core.foldin`); fold-in
+        results are named ``<model>/fold-in``. Popularity has no user vector: it is reported plain only.
+    setup : RetrainSetup, optional
+        Config, Spark session and fit cache of the product models (``als``...); default
+        :func:`dsgd.evaluation.models.retrain_setup` on ``conf/dsgd.toml``.
+    cache : FitCache, optional
+        Shares the SGD models' weekly from-scratch fits (default: ``setup.cache`` or in memory).
+    progress : bool, optional
+        Per-model progress (events/s, ETA): a bar on a terminal, log lines otherwise; False: silent.
+    label : str
+        Prefix of the progress lines (e.g. the batch size of a sweep).
+    retrain_min_growth : float
+        Retrain at a period boundary only when the history has grown by this fraction since the last
+        retrain (0: every boundary). A cost knob for long sparse streams (ml-latest-small spans 1,025
+        weeks); the snapshot in between is the last one fitted.
     """
     params = params or EvalParams()
     names = expand_models(models)
-    pop, objs = build_models(names, params)
-    learners: list[Any] = [m for m in objs if m is not pop] + [pop]  # popularity last: the fallback is pre-batch
+    servings = expand_serving(serving)
+    if any(nm in PRODUCT_KINDS for nm in names) and setup is None:
+        setup = retrain_setup(None, params)
+    cache = cache or (setup.cache if setup is not None else FitCache())
     n = len(stream) if end is None else min(end, len(stream))
     if batch_seconds is not None:
         batch_events = None
     bounds = cut_batches(stream.ts[:n], batch_events=batch_events, batch_seconds=batch_seconds,
                          period=retrain_period)
-    ranks = {nm: {md: np.zeros(n, np.int64) for md in EXCLUSION_MODES} for nm in names}
-    secs = {nm: {"score": 0.0, "update": 0.0, "retrain": 0.0} for nm in names}
-    seen = SeenItems()
-    o = origin_ms(stream.ts)
-    per_len = PERIOD_MS[retrain_period]
-    current = None
-    n_known = 0
+    out_names: list[str] = []
+    ranks: dict[str, dict[str, np.ndarray]] = {}
+    secs: dict[str, dict[str, float]] = {}
+    info: dict[str, Any] = {"batch_events": batch_events, "batch_seconds": batch_seconds,
+                            "retrain_period": retrain_period, "retrain_min_growth": retrain_min_growth, "n_batches": len(bounds) - 1, "serving": servings,
+                            "pass_seconds": {}}
     t_start = time.perf_counter()
-    for b, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist())):
-        p = int((stream.ts[lo] - o) // per_len)
-        if current is not None and p != current:
-            for nm, m in zip(names, objs, strict=True):
-                t = time.perf_counter()
-                m.retrain(stream, lo, p)
-                secs[nm]["retrain"] += time.perf_counter() - t
-        current = p
-        for c in range(lo, hi, chunk):
-            ce = min(hi, c + chunk)
-            uniq, inv = np.unique(stream.user[c:ce], return_inverse=True)
-            seen_u = seen.mask(uniq, n_known)[inv]
-            targets = stream.item[c:ce]
-            for nm, m in zip(names, objs, strict=True):
-                t = time.perf_counter()
-                s = np.asarray(m.score(uniq, n_known, stream))[inv]
-                for md, r in ranks_all_modes(s, targets, seen_u).items():
-                    ranks[nm][md][c:ce] = r
-                secs[nm]["score"] += time.perf_counter() - t
-        for m in learners:
-            t = time.perf_counter()
-            m.update(stream, lo, hi, b)
-            if m.name in secs:
-                secs[m.name]["update"] += time.perf_counter() - t
-        seen.add(stream.user[lo:hi], stream.item[lo:hi])
-        n_known = max(n_known, int(stream.item[lo:hi].max()) + 1)
+    for nm in names:
+        labels = {sv: (nm if sv == "plain" else nm + FOLDIN_SUFFIX) for sv in servings
+                  if nm != "popularity" or sv == "plain"}
+        if not labels:
+            labels = {"plain": nm}
+        for lab in labels.values():
+            out_names.append(lab)
+            ranks[lab] = {md: np.zeros(n, np.int64) for md in EXCLUSION_MODES}
+            secs[lab] = {"score": 0.0, "update": 0.0, "retrain": 0.0}
+        pop = Popularity()
+        model = build_model(nm, params, stream, pop, cache=cache, setup=setup)
+        prog = Progress(n, f"{label}{nm}", enabled=progress, every=PROGRESS_EVERY_S)
+        fits_before = setup.fits if setup is not None else 0
+        fit_s_before = setup.fit_seconds if setup is not None else 0.0
+        _pass(model, pop, stream, bounds, n, list(labels), ranks, secs, labels, retrain_period, chunk, prog,
+              retrain_min_growth)
+        info["pass_seconds"][nm] = prog.close()
+        if nm in PRODUCT_KINDS and setup is not None:
+            info.setdefault("als", {})[nm] = {"fits": setup.fits - fits_before,
+                                              "fit_seconds": setup.fit_seconds - fit_s_before,
+                                              "retrains": getattr(model, "snapshots", 0)}
     wall = time.perf_counter() - t_start
     stream_n = Stream(**{k: (v[:n] if k in ("user", "item", "ts", "seq") else v)
-                         for k, v in stream.__dict__.items()})
-    return RunResult(stream_n, names, params, bounds, ranks, secs, wall, eval_from,
-                     {"batch_events": batch_events, "batch_seconds": batch_seconds,
-                      "retrain_period": retrain_period, "n_batches": len(bounds) - 1})
+                         for k, v in stream.__dict__.items() if k != "cache"})
+    return RunResult(stream_n, out_names, params, bounds, ranks, secs, wall, eval_from, info)
 
 
 def evaluate(events: pd.DataFrame, models: str | list[str] = "popularity,online,batch,batch+online",
@@ -234,7 +267,9 @@ def evaluate(events: pd.DataFrame, models: str | list[str] = "popularity,online,
 
 # ---- tables -------------------------------------------------------------------------------------------
 def summary_table(res: RunResult) -> pd.DataFrame:
-    """One row per model: mean DCG@K per exclusion mode, events and events/s of the model's own work."""
+    """One row per model: mean DCG@K per exclusion mode (over the reported events, from ``eval_from``;
+    with a validation prefix also ``dcg_off_all_events`` over every event), events and events/s of the
+    model's own work (score + update + retrain)."""
     rows = []
     for nm in res.models:
         s = res.seconds[nm]
@@ -242,6 +277,8 @@ def summary_table(res: RunResult) -> pd.DataFrame:
         row: dict[str, Any] = {"model": nm}
         for md in EXCLUSION_MODES:
             row[f"dcg_{md}"] = float(res.dcg(nm, md).mean()) if res.n_events > res.eval_from else float("nan")
+        if res.eval_from:
+            row["dcg_off_all_events"] = float(dcg_from_ranks(res.ranks[nm]["off"], res.params.k).mean())
         row.update({"events": res.n_events - res.eval_from, "score_s": s["score"], "update_s": s["update"],
                     "retrain_s": s["retrain"], "events_per_s": res.n_events / work if work else float("nan")})
         rows.append(row)
@@ -268,63 +305,6 @@ def speed(res: RunResult) -> dict[str, float]:
             "events_per_s": res.n_events / res.wall_seconds if res.wall_seconds else float("nan")}
 
 
-# ---- grid search and batch-size sweep -----------------------------------------------------------------
-DEFAULT_GRID: dict[str, list] = {"lr": [0.05, 0.1, 0.2], "rank": [10, 32], "negatives": [9, 19],
-                                 "epochs": [1, 2]}
-
-
-def grid_search(stream: Stream, grid: dict[str, list] | None = None, params: EvalParams | None = None, *,
-                prefix: float = 0.2, model: str = "online", mode: str = "off",
-                **kw: Any) -> tuple[EvalParams, pd.DataFrame]:
-    """Pick the setting with the best mean DCG of ``model`` on the first ``prefix`` of the stream only.
-
-    Returns the chosen parameters and one row per grid point (its values, ``dcg`` and ``seconds``).
-    """
-    grid = grid or DEFAULT_GRID
-    base = params or EvalParams()
-    end = max(1, int(len(stream) * prefix))
-    rows = []
-    best: tuple[float, EvalParams] | None = None
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        p = base.replace(**dict(zip(keys, values, strict=True)))
-        t = time.perf_counter()
-        res = run_prequential(stream, [model], p, end=end, **kw)
-        score = float(res.dcg(model, mode).mean())
-        rows.append({**dict(zip(keys, values, strict=True)), "dcg": score, "seconds": time.perf_counter() - t})
-        if best is None or score > best[0]:
-            best = (score, p)
-    assert best is not None
-    return best[1], pd.DataFrame(rows)
-
-
-def parse_sizes(spec: str) -> list[int | str]:
-    """``"10,100,day"`` -> ``[10, 100, "day"]`` (``day``/``week``: one batch per day/week of events)."""
-    out: list[int | str] = []
-    for s in spec.split(","):
-        s = s.strip()
-        out.append(s if s in PERIOD_MS else int(s))
-    return out
-
-
-def sweep_batch_sizes(stream: Stream, sizes: list[int | str], models: str | list[str] = "popularity,online",
-                      params: EvalParams | None = None, **kw: Any) -> pd.DataFrame:
-    """Mean DCG (three modes) and events/s per model for each micro-batch size."""
-    rows = []
-    for size in sizes:
-        if isinstance(size, str):
-            res = run_prequential(stream, models, params, batch_seconds=PERIOD_MS[size] / 1000, **kw)
-        else:
-            res = run_prequential(stream, models, params, batch_events=int(size), **kw)
-        tab = summary_table(res)
-        tab.insert(0, "n_batches", res.info["n_batches"])
-        tab.insert(0, "batch_size", str(size))
-        tab["mean_batch_events"] = res.n_events / max(1, res.info["n_batches"])
-        tab["harness_events_per_s"] = speed(res)["events_per_s"]
-        rows.append(tab)
-    return pd.concat(rows, ignore_index=True)
-
-
-__all__ = ["EvalParams", "Popularity", "RunResult", "SeenItems", "Stream", "cut_batches", "evaluate",
-           "grid_search", "period_table", "prepare_stream", "ranks_all_modes", "run_prequential", "speed",
-           "summary_table", "sweep_batch_sizes"]
+__all__ = ["PERIOD_MS", "EvalParams", "Popularity", "RunResult", "SeenItems", "Stream", "cut_batches", "evaluate",
+           "origin_ms", "period_table", "prepare_stream", "ranks_all_modes", "run_prequential", "speed",
+           "summary_table"]

@@ -15,7 +15,11 @@ from dsgd.evaluation.harness import RunResult, period_table, speed, summary_tabl
 NOTE = ("Micro-batch prequential evaluation: every event of a micro-batch is scored against the model as it "
         "was before the batch (coarser than per-event), then the models train on the batch. Rank among the "
         "items known before the batch; a new item scores 0. Seen items = the user's history before the "
-        "batch. Cold users of the factor models are ranked by live popularity.")
+        "batch. Cold users of the factor models are ranked by live popularity. '<model>/fold-in': the server's "
+        "request-time fold-in (dsgd.core.foldin): the user's events the model has not trained on (earlier "
+        "events of the batch; for frozen models, since the retrain's cut-off) are folded into the user's "
+        "vector with the item factors fixed before the event is scored, and seen items are all of the user's "
+        "events before it. 'online@1': the online model at one event per batch (the per-event reference).")
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
@@ -84,3 +88,12 @@ def write_sweep(sw: pd.DataFrame, out: Path, *, title: str) -> str:
     md = markdown(sw[cols], "{:.4g}")
     (out / "sweep.md").write_text(md + "\n")
     return md
+
+
+def merge_runs(res: RunResult, other: RunResult, suffix: str) -> None:
+    """Add ``other``'s models to ``res`` (same stream and events) as ``<model><suffix>``."""
+    for m in other.models:
+        name = m + suffix
+        res.models.append(name)
+        res.ranks[name] = other.ranks[m]
+        res.seconds[name] = other.seconds[m]
