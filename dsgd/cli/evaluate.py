@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,15 @@ from dsgd.evaluation.report import markdown, merge_runs, write_report, write_swe
 from dsgd.evaluation.tuning import DEFAULT_GRID, choose_retrain, grid_search, parse_sizes, sweep_batch_sizes
 
 log = logging.getLogger("dsgd.evaluate")
+
+
+def missing_path_error(text: str) -> str | None:
+    """The usage error for a data path that does not exist (naming the absolute path tried), else None."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return None
+    return (f"dsgd evaluate: error: argument --path: no file or folder at {text!r} (tried {path.resolve()}); "
+            "a relative path is relative to the folder you run from")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -68,7 +78,8 @@ def _args(p: argparse.ArgumentParser) -> None:
                                  ("batch-lr", float, "batch retrain learning rate"),
                                  ("batch-epochs", int, "batch retrain epochs"), ("seed", int, "seed"),
                                  ("k", int, "DCG cut-off")):
-        p.add_argument(f"--{name}", type=typ, default=None, help=f"{help_text} (default: EvalParams)")
+        default = getattr(EvalParams(), name.replace("-", "_"))
+        p.add_argument(f"--{name}", type=typ, default=None, help=f"{help_text} (default: {default})")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other EvalParams field, e.g. foldin_method=sgd (repeatable)")
     p.add_argument("--batch-order", choices=("time", "shuffle"), default=None, help="history order in retrains")
@@ -145,6 +156,9 @@ def _retrain_choice(args: argparse.Namespace, stream: Stream, params: EvalParams
 @command("evaluate", "prequential DCG@K of popularity / online / batch / batch+online / the ALS retrain on a stream",
          _args)
 def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
+    if (error := missing_path_error(args.path)) is not None:
+        print(error, file=sys.stderr)
+        return 2
     kw = {"implicit_threshold": args.implicit_threshold, "limit": args.limit}
     stream = prepare_stream(load_dataset(args.dataset, args.path, **{k: v for k, v in kw.items() if v is not None}))
     over = {k: getattr(args, k) for k in ("rank", "lr", "negatives", "epochs", "batch_lr", "batch_epochs",

@@ -314,3 +314,23 @@ def test_retrain_choice_takes_the_best_policy_and_the_als_settings_of_the_best_a
     only_online = table.assign(dcg=np.where(table["model"] == "online", 0.9, table["dcg"]))
     got = select_retrain(only_online)
     assert got["model"] == "online" and got["policy"] == "warm-start"
+
+
+def test_cli_a_missing_data_path_is_a_usage_error_naming_the_path_tried(tmp_path, capsys):
+    from dsgd.cli.main import main
+
+    missing = tmp_path / "no-such.tsv"
+    assert main(["evaluate", "--dataset", "lastfm-tsv", "--path", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "argument --path" in err and str(missing) in err and "Traceback" not in err, err
+
+
+def test_cli_help_shows_the_default_of_every_model_option(capsys):
+    from dsgd.cli.main import main
+    from dsgd.evaluation.params import EvalParams
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: EvalParams)" not in out
+    assert f"factor rank (default: {EvalParams().rank})" in out and f"(default: {EvalParams().k})" in out, out
