@@ -181,13 +181,19 @@ class BlendModel:
         ids = np.asarray(ids, dtype=object)
         if len(ids) == 0 or len(self) == 0:
             return np.full(len(ids), -1, np.int64)
-        keys = id_key(ids)
-        sk = self.item_keys[self._by_key]
-        pos = np.minimum(np.searchsorted(sk, keys), len(sk) - 1)
-        rows = np.where(sk[pos] == keys, self._by_key[pos], -1).astype(np.int64)
+        rows = self.rows_of_keys(id_key(ids))
         ok = rows >= 0
         ok[ok] = self.item_ids[rows[ok]] == ids[ok]  # a key collision is not a match
         return np.where(ok, rows, -1)
+
+    def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each item key (int64, -1 where absent)."""
+        keys = np.asarray(keys, np.int64)
+        if len(self) == 0:
+            return np.full(keys.shape, -1, np.int64)
+        sk = self._cached("sorted_keys", lambda: self.item_keys[self._by_key])
+        pos = np.minimum(np.searchsorted(sk, keys), len(sk) - 1)
+        return np.where(sk[pos] == keys, self._by_key[pos], -1).astype(np.int64)
 
     # ---- scores -------------------------------------------------------------------------------------
     def scores(self, users: UserFactors, rows: np.ndarray | None = None) -> np.ndarray:
@@ -255,7 +261,7 @@ class BlendModel:
     def similar(self, row: int, k: int, *, exclude: np.ndarray | None = None) -> Recs:
         """The ``k`` items whose online vectors have the largest cosine with item ``row``'s (itself and
         items the online model lacks excluded)."""
-        norms = self._cached("norms", lambda: np.linalg.norm(self.online.vec, axis=1).astype(np.float64))
+        norms = self._norms()
         q = self.online.vec[row]
         s = score_matrix(q[None, :], self.online.vec, dtype=np.float32)[0].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -300,6 +306,19 @@ class BlendModel:
         return fold_users(side.vec, side.bias, vec, bias, has, ptr, items, ratings, params=params,
                           new_user_min_events=min_events, candidates=cand, gram=gram)
 
+    def prepare(self) -> BlendModel:
+        """Compute the derived arrays requests would otherwise compute on first use (the Gram matrices of
+        the ``ls`` fold-in, the item norms of :meth:`similar`); returns self."""
+        for name, side in (("online", self.online), ("batch", self.batch)):
+            if side is not None:
+                cand = self._cached(f"known:{name}", side.known_rows)
+                self._cached(f"gram:{name}", lambda s=side, c=cand: item_gram_blas(s.vec, c))
+        self._norms()
+        return self
+
+    def _norms(self) -> np.ndarray:
+        return self._cached("norms", lambda: np.linalg.norm(self.online.vec, axis=1).astype(np.float64))
+
     def _cached(self, key: str, build):
         """A value derived once per model (norms, Gram matrices); safe to call from request threads."""
         if key not in self._cache:
@@ -327,7 +346,7 @@ def id_order(ids: np.ndarray) -> np.ndarray:
     n = len(ids)
     if n == 0:
         return np.zeros(0, np.int64)
-    order = pc.sort_indices(pa.array(np.asarray(ids, dtype=object).tolist(), pa.string())).to_numpy()
+    order = pc.sort_indices(pa.array(np.asarray(ids, dtype=object), pa.string())).to_numpy()
     out = np.empty(n, np.int64)
     out[order] = np.arange(n, dtype=np.int64)
     return out

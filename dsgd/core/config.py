@@ -24,18 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsgd.core.config_checks import ConfigError, check_kafka_options
 from dsgd.core.paths import conf_dir
 
 
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message names the key and what is allowed."""
-
-
 def _f(default: Any, doc: str, *, choices: tuple | None = None, lo: float | None = None,
-       hi: float | None = None, pattern: str | None = None) -> Any:
-    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern}
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=meta)
+       hi: float | None = None, pattern: str | None = None, secret: bool = False) -> Any:
+    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern, "secret": secret}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -185,6 +182,43 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str = _f("127.0.0.1", "Address `dsgd serve` binds (loopback; 0.0.0.0 only behind a token or a proxy).",
+                   pattern=r"^[A-Za-z0-9.:_-]+$")
+    port: int = _f(8080, "HTTP port of `dsgd serve`; 0 = pick a free port (printed at start).", lo=0, hi=65535)
+    token: str = _f("", "Bearer token every request but /health and /ready must send (Authorization: Bearer ...). "
+                    "Empty: the environment variable DSGD_SERVE_TOKEN, else no authentication. Never logged.",
+                    secret=True)
+    warehouse: str = _f("", "Root URI of the Delta tables as the server's native reader (deltalake) spells it "
+                        "(e.g. s3://bucket/wh for Spark's s3a://bucket/wh); empty: app.warehouse.")
+    storage_options: dict = _f({}, "Object-store settings of the native Delta reader (deltalake storage_options, "
+                               "e.g. {\"AWS_REGION\" = \"eu-west-1\"}).", secret=True)
+    poll_interval_s: float = _f(1.0, "Seconds between polls of the factors, events and items tables' versions; a new "
+                                "version is loaded beside the served one and swapped in atomically.", lo=0.05, hi=3600.0)
+    default_k: int = _f(10, "Recommendations per user when a request gives no k.", lo=1, hi=100000)
+    max_k: int = _f(1000, "Largest k a request may ask for (larger: 400 naming k).", lo=1, hi=100000)
+    exclude_seen: bool = _f(True, "Default of the exclude_seen request parameter: leave out the user's items in "
+                            "`events` (and, for fold-in, the items of the request's events).")
+    seen_days: float = _f(0.0, "Seen sets hold the events of the last N days (event_date partitions); 0 = all.",
+                          lo=0.0, hi=36500.0)
+    seen_max_pairs: int = _f(50_000_000, "Memory bound of the seen sets: distinct (user, item) pairs held "
+                             "(16 bytes each); pairs beyond it are dropped, logged and counted.", lo=0, hi=10**11)
+    unavailable_items: list = _f([], "Item ids never served (e.g. [\"sku-9\", \"sku-12\"]).")
+    items_table: str = _f("", "Optional Delta table (path or URI) of item availability, columns item (string) and "
+                          "available (boolean): items with available = false are never served; re-read on change.")
+    max_body_bytes: int = _f(1_048_576, "Largest request body (larger: 413 naming the body).", lo=1024, hi=10**9)
+    max_batch_users: int = _f(1000, "Most users of one POST /recommendations.", lo=1, hi=10**6)
+    max_events: int = _f(1000, "Most events of one fold-in request.", lo=1, hi=10**6)
+    foldin_method: str = _f("ls", "Fold-in rule of the online model: ls (closed-form least squares, measured best) or "
+                            "sgd (the model's SGD rule, user side only).", choices=("ls", "sgd"))
+    foldin_prior: float = _f(0.1, "ls fold-in: pull towards the user's current vector.", lo=0.0, hi=1e6)
+    foldin_new_user_min_events: int = _f(3, "A user the model does not know is folded in from this many events; "
+                                         "fewer get the popularity fallback.", lo=1, hi=10**6)
+    threads: int = _f(4, "Request threads scoring in parallel (numpy releases the GIL; one BLAS thread each).",
+                      lo=1, hi=256)
+
+
+@dataclass(frozen=True)
 class Config:
     app: AppConfig = field(default_factory=AppConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -193,12 +227,22 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """The resolved config as JSON, secrets (``serve.token``, ``serve.storage_options``) redacted: what is logged."""
+        return json.dumps(self.redacted(), sort_keys=True)
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        data = self.to_dict()
+        for sec, cls in SECTIONS.items():
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("secret") and data[sec][f.name]:
+                    data[sec][f.name] = "<redacted>"
+        return data
 
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys changed, validated: ``cfg.replace(model={"rank": 16})``."""
@@ -215,7 +259,7 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fiel
 
 def _check_value(sec: str, f: dataclasses.Field, value: Any) -> Any:
     key = f"{sec}.{f.name}"
-    want = type(f.default) if f.default is not dataclasses.MISSING else dict
+    want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())  # type: ignore[misc]
     meta = f.metadata
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -229,13 +273,14 @@ def _check_value(sec: str, f: dataclasses.Field, value: Any) -> Any:
             value = float(value)
         except ValueError:
             pass
-    elif want is dict and isinstance(value, str):
+    elif want in (dict, list) and isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
             pass
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise ConfigError(f"config key {key}: expected {want.__name__}, got {value!r}")
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)) or \
+            (want is list and not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"config key {key}: expected {want.__name__}{' of strings' * (want is list)}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
         allowed = ", ".join(repr(c) for c in meta["choices"])
         raise ConfigError(f"config key {key}: {value!r} is not allowed; allowed values: {allowed}")
@@ -270,39 +315,8 @@ def from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
-#: Kafka source options the trainer derives from other config keys (option -> the key to set instead).
-KAFKA_MANAGED = {"kafka.bootstrap.servers": "kafka.bootstrap_servers", "subscribe": "kafka.topic",
-                 "assign": "kafka.topic", "subscribePattern": "kafka.topic",
-                 "startingOffsets": "kafka.starting_offsets", "maxOffsetsPerTrigger": "kafka.max_offsets_per_trigger",
-                 "failOnDataLoss": "kafka.fail_on_data_loss"}
-#: Options the Spark Kafka source itself refuses (it manages them) or that make no sense for a stream.
-KAFKA_REFUSED = ("kafka.group.id", "kafka.auto.offset.reset", "kafka.key.deserializer",
-                 "kafka.value.deserializer", "kafka.enable.auto.commit", "kafka.interceptor.classes",
-                 "endingOffsets", "endingOffsetsByTimestamp")
-#: Source options (not prefixed ``kafka.``) accepted in ``kafka.options``.
-KAFKA_SOURCE_OPTIONS = ("minPartitions", "groupIdPrefix", "includeHeaders", "kafkaConsumer.pollTimeoutMs",
-                        "fetchOffset.numRetries", "fetchOffset.retryIntervalMs", "minOffsetsPerTrigger",
-                        "maxTriggerDelay", "startingTimestamp", "startingOffsetsByTimestamp",
-                        "startingOffsetsByTimestampStrategy")
-
-
-def _check_kafka_options(options: dict) -> None:
-    for key, value in options.items():
-        where = f"config key kafka.options: option {key!r}"
-        if key in KAFKA_MANAGED:
-            raise ConfigError(f"{where} is set from config key {KAFKA_MANAGED[key]}; set that key instead")
-        if key in KAFKA_REFUSED:
-            raise ConfigError(f"{where} is not allowed: the streaming Kafka source manages it (offsets live in "
-                              "the query checkpoint)")
-        if not key.startswith("kafka.") and key not in KAFKA_SOURCE_OPTIONS:
-            raise ConfigError(f"{where} is unknown; allowed: Kafka consumer settings prefixed 'kafka.' or one of "
-                              f"{', '.join(KAFKA_SOURCE_OPTIONS)}")
-        if not isinstance(value, str | int | float | bool):
-            raise ConfigError(f"{where}: expected a string, number or boolean, got {value!r}")
-
-
 def _check_cross(cfg: Config) -> None:
-    _check_kafka_options(cfg.kafka.options)
+    check_kafka_options(cfg.kafka.options)
     m = cfg.model
     if m.rating_min >= m.rating_max:
         raise ConfigError(f"config keys model.rating_min/model.rating_max: need rating_min < rating_max, "
