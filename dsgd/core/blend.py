@@ -84,6 +84,20 @@ class UserFactors:
     def __len__(self) -> int:
         return int(self.online_has.shape[0])
 
+    @classmethod
+    def concat(cls, parts: list[UserFactors]) -> UserFactors:
+        """The users of ``parts`` in order (a part without snapshot vectors gets rows the snapshot lacks)."""
+        def stack(name: str, width: int | None, dtype: type) -> np.ndarray:
+            return np.concatenate([getattr(p, name) if getattr(p, name) is not None
+                                   else np.zeros((len(p), width) if width else len(p), dtype) for p in parts])
+        rank = parts[0].online_vec.shape[1]
+        out = cls(stack("online_vec", rank, np.float32), stack("online_bias", None, np.float32),
+                  stack("online_has", None, bool))
+        if any(p.batch_has is not None for p in parts):
+            out.batch_vec, out.batch_bias = stack("batch_vec", rank, np.float32), stack("batch_bias", None, np.float32)
+            out.batch_has = stack("batch_has", None, bool)
+        return out
+
     @property
     def cold(self) -> np.ndarray:
         """bool [m]: no model knows the user."""
@@ -230,21 +244,20 @@ class BlendModel:
         marks users whose vectors were folded in (source ``fold-in``)."""
         cand = None if candidates is None else np.unique(np.asarray(candidates, np.int64))
         s = self.scores(users, cand)
-        tie = self.tie_order if cand is None else self.tie_order[cand]
-        out = []
-        for j in range(len(users)):
-            ex = None if exclude is None else exclude[j]
-            if users.cold[j]:
-                out.append(self.popularity(k, exclude=ex, candidates=cand))
-                continue
-            row = s[j]
-            if ex is not None and len(ex):
-                row = row.copy()
-                row[ex if cand is None else _positions(cand, ex)] = -np.inf
-            best = top_k(row, k, tie_order=tie)
-            src = "fold-in" if folded is not None and folded[j] else "model"
-            out.append(Recs(best if cand is None else cand[best], row[best], src))
-        return out
+        return [self.pick(s[j], k, cold=bool(users.cold[j]), exclude=None if exclude is None else exclude[j],
+                          candidates=cand, folded=folded is not None and bool(folded[j])) for j in range(len(users))]
+
+    def pick(self, row: np.ndarray, k: int, *, cold: bool = False, exclude: np.ndarray | None = None,
+             candidates: np.ndarray | None = None, folded: bool = False) -> Recs:
+        """One user's top-``k`` from their row of :meth:`scores` (over ``candidates``, sorted unique row
+        numbers, if given); the popularity fallback if the user is ``cold``."""
+        if cold:
+            return self.popularity(k, exclude=exclude, candidates=candidates)
+        if exclude is not None and len(exclude):
+            row = row.copy()
+            row[exclude if candidates is None else _positions(candidates, exclude)] = -np.inf
+        best = top_k(row, k, tie_order=self.tie_order if candidates is None else self.tie_order[candidates])
+        return Recs(best if candidates is None else candidates[best], row[best], "fold-in" if folded else "model")
 
     def popularity(self, k: int, *, exclude: np.ndarray | None = None, candidates: np.ndarray | None = None) -> Recs:
         """The ``k`` most popular items (``item_count``, ties by id) not excluded, among ``candidates``."""

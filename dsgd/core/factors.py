@@ -96,7 +96,8 @@ class SideFactors:
             return np.full(keys.shape, -1, np.int64)
         if self._sorted is None:
             self._sorted = np.argsort(self.keys, kind="stable")
-        sk = self.keys[self._sorted]
+            self._sorted_keys = self.keys[self._sorted]  # kept: a lookup of a few keys must not copy them all
+        sk = self._sorted_keys
         pos = np.minimum(np.searchsorted(sk, keys), len(sk) - 1)
         return np.where(sk[pos] == keys, self._sorted[pos], -1).astype(np.int64)
 

@@ -68,15 +68,17 @@ class Holder:
         changed = False
         for table, step in (("factors", self._refresh_factors), ("events", self._refresh_seen),
                             ("items", self._refresh_items)):
-            changed |= self._guarded(table, step)
-        if changed and self._factors is not None:
-            new = Served.build(self.cfg, self._factors, self._snapshot, self._seen, self._unavailable,
-                               self._commit_time, previous=self.state)
-            if new.rule.online.method == "ls":
-                new.model.prepare()
-            self.state = new  # the swap: one reference assignment
-            self.reloads += 1
+            if self._guarded(table, step) and self._factors is not None:
+                self._swap()  # at once: a new model does not wait for the seen sets' read
+                changed = True
         return changed
+
+    def _swap(self) -> None:
+        new = Served.build(self.cfg, self._factors, self._snapshot, self._seen, self._unavailable,
+                           self._commit_time, previous=self.state)
+        new.model.prepare()  # derived arrays computed here, not by the first requests
+        self.state = new  # the swap: one reference assignment
+        self.reloads += 1
 
     def _guarded(self, table: str, step: Callable[[], tuple[int, str, float] | None]) -> bool:
         try:

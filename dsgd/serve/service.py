@@ -19,6 +19,7 @@ import numpy as np
 
 from dsgd.core.blend import Recs, UserFactors, events_ptr
 from dsgd.core.config import Config
+from dsgd.serve.batching import Coalescer
 from dsgd.serve.holder import Holder
 from dsgd.serve.state import Served
 
@@ -52,6 +53,16 @@ class Service:
 
     def __init__(self, holder: Holder, cfg: Config) -> None:
         self.holder, self.cfg = holder, cfg
+        self.coalescer = Coalescer()
+
+    def _recommend(self, st: Served, users: UserFactors, k: int, exclude: list[np.ndarray], cand: np.ndarray | None,
+                   folded: np.ndarray | None = None) -> list[Recs]:
+        """:meth:`BlendModel.recommend`; a lone known user's full scores go through the coalescer, so
+        concurrent requests share one matrix product."""
+        if len(users) == 1 and cand is None and not users.cold[0]:
+            row = self.coalescer.scores(st.model, users)
+            return [st.model.pick(row, k, exclude=exclude[0], folded=folded is not None and bool(folded[0]))]
+        return st.model.recommend(users, k, exclude=exclude, candidates=cand, folded=folded)
 
     def state(self) -> Served:
         st = self.holder.state
@@ -109,7 +120,7 @@ class Service:
         cand, ex = self._filters(st, include, exclude)
         seen = self._exclude_seen(exclude_seen)
         excl = [np.concatenate([ex, st.seen_rows(u)]) if seen else ex for u in ids]
-        recs = st.model.recommend(st.users(ids), k, exclude=excl, candidates=cand)
+        recs = self._recommend(st, st.users(ids), k, excl, cand)
         return [self._answer(st, u, r) for u, r in zip(ids, recs, strict=True)]
 
     def for_events(self, user: str | None, events: Sequence[Event], *, k: int | None = None,
@@ -133,7 +144,7 @@ class Service:
                                                 None if ratings is None else ratings[used], st.rule)
         if self._exclude_seen(exclude_seen):
             ex = np.concatenate([ex, rows[used], st.seen_rows(user) if user is not None else np.zeros(0, np.int64)])
-        rec = st.model.recommend(folded_users, k, exclude=[ex], candidates=cand, folded=folded)[0]
+        rec = self._recommend(st, folded_users, k, [ex], cand, folded)[0]
         return self._answer(st, user, rec, events_used=int(used.sum()), events_ignored=int((~used).sum()))
 
     def _ratings(self, st: Served, events: Sequence[Event]) -> np.ndarray | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,12 +89,14 @@ def test_stream_commits_are_served_within_the_poll_interval_without_a_failed_req
     assert len(load.records) > 50
     versions = [r[2] for r in load.records]
     assert versions[0] == v0 and max(versions) == final
-    commits = {h["version"]: h["timestamp"] / 1000.0 for h in DeltaTable(f"{wh}/factors").history()}
-    first_seen = {}
+    log = Path(wh) / "factors" / "_delta_log"
+    visible = {v: (log / f"{v:020d}.json").stat().st_mtime for v in range(v0 + 1, final + 1)}  # commit file written
+    first_seen: dict[int, float] = {}
     for t, _status, v, _ in load.records:
         first_seen.setdefault(v, t)
-    lags = {v: round(first_seen[v] - commits[v], 3) for v in first_seen if v > v0}
-    print(f"served after commit (s): {lags}; requests: {len(load.records)}; server pid {pid}")
+    lags = {v: round(first_seen[v] - visible[v], 3) for v in first_seen if v > v0}
+    print(f"served after the commit file appeared (s): {lags}; requests: {len(load.records)}; server pid {pid}")
     assert final in lags
-    # detected within one poll interval, plus the load of the new version and the scheduling slack of a busy box
-    assert max(lags.values()) < POLL_S + 3.0, lags
+    # detected within one poll interval, plus the (incremental) load of the new version and the scheduling
+    # slack of a shared 2-core box (measured 0.5 and 1.4 s after the commit timestamps at load average 18)
+    assert max(lags.values()) < POLL_S + 1.5, lags
