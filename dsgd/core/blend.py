@@ -31,86 +31,20 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from dsgd.core.blend_types import (
+    ItemSide,
+    Recs,
+    UserFactors,
+    events_ptr,
+    id_order,
+    positions,
+    row_norms,
+)
 from dsgd.core.factors import SideFactors
 from dsgd.core.foldin_rule import FoldInRule, fold_users, item_gram_blas
 from dsgd.core.hashing import id_key
 from dsgd.core.scoring import score_matrix, top_k
-
-UserVec = tuple[np.ndarray, float]
-
-
-@dataclass
-class ItemSide:
-    """The item factors of one model, rows aligned on :attr:`BlendModel.item_ids`."""
-
-    vec: np.ndarray  # float32 [n, rank], C-contiguous
-    bias: np.ndarray  # float32 [n]
-    known: np.ndarray | None = None  # bool [n]: the model has this item (None: every item)
-    mu: float = 0.0  # added to every score (explicit models)
-
-    def __post_init__(self) -> None:
-        self.vec = np.ascontiguousarray(self.vec, dtype=np.float32)
-        self.bias = np.ascontiguousarray(self.bias, dtype=np.float32)
-
-    def known_rows(self) -> np.ndarray | None:
-        return None if self.known is None else np.flatnonzero(self.known)
-
-
-@dataclass
-class UserFactors:
-    """``m`` users' vectors in the online model and in the batch snapshot; ``*_has`` says which users
-    each model knows (the other rows are ignored)."""
-
-    online_vec: np.ndarray  # float32 [m, rank]
-    online_bias: np.ndarray  # float32 [m]
-    online_has: np.ndarray  # bool [m]
-    batch_vec: np.ndarray | None = None
-    batch_bias: np.ndarray | None = None
-    batch_has: np.ndarray | None = None
-
-    @classmethod
-    def one(cls, rank: int, online: UserVec | None = None, batch: UserVec | None = None) -> UserFactors:
-        """One user given their ``(vec, bias)`` in each model (None: that model does not know them)."""
-        def part(u: UserVec | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            if u is None:
-                return np.zeros((1, rank), np.float32), np.zeros(1, np.float32), np.zeros(1, bool)
-            return (np.asarray(u[0], np.float32).reshape(1, rank), np.array([u[1] or 0.0], np.float32),
-                    np.ones(1, bool))
-        return cls(*part(online), *part(batch))
-
-    def __len__(self) -> int:
-        return int(self.online_has.shape[0])
-
-    @classmethod
-    def concat(cls, parts: list[UserFactors]) -> UserFactors:
-        """The users of ``parts`` in order (a part without snapshot vectors gets rows the snapshot lacks)."""
-        def stack(name: str, width: int | None, dtype: type) -> np.ndarray:
-            return np.concatenate([getattr(p, name) if getattr(p, name) is not None
-                                   else np.zeros((len(p), width) if width else len(p), dtype) for p in parts])
-        rank = parts[0].online_vec.shape[1]
-        out = cls(stack("online_vec", rank, np.float32), stack("online_bias", None, np.float32),
-                  stack("online_has", None, bool))
-        if any(p.batch_has is not None for p in parts):
-            out.batch_vec, out.batch_bias = stack("batch_vec", rank, np.float32), stack("batch_bias", None, np.float32)
-            out.batch_has = stack("batch_has", None, bool)
-        return out
-
-    @property
-    def cold(self) -> np.ndarray:
-        """bool [m]: no model knows the user."""
-        return ~(self.online_has | (self.batch_has if self.batch_has is not None else False))
-
-
-@dataclass
-class Recs:
-    """One user's recommendations: item rows (of :attr:`BlendModel.item_ids`), scores, and the source."""
-
-    rows: np.ndarray  # int64 [<= k]
-    scores: np.ndarray  # float64
-    source: str  # "model", "fold-in" or "popularity"
 
 
 @dataclass
@@ -127,31 +61,43 @@ class BlendModel:
     snapshot_id: str | None = None
     tie_order: np.ndarray | None = None  # int64 [n]: rank of each item id in sorted order
     _cache: dict = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
         self.item_keys = np.ascontiguousarray(self.item_keys, dtype=np.int64)
         if self.tie_order is None:
             self.tie_order = id_order(self.item_ids)
-        self._by_key = np.argsort(self.item_keys, kind="stable")
-        self._pop = np.lexsort((self.tie_order, -self.item_count)).astype(np.int64)
+
+    @property
+    def _by_key(self) -> np.ndarray:
+        return self._cached("by_key", lambda: np.argsort(self.item_keys, kind="stable"))
+
+    @property
+    def _pop(self) -> np.ndarray:
+        """Items by popularity (count descending, ties by id)."""
+        return self._cached("pop", lambda: np.lexsort((self.tie_order, -self.item_count)).astype(np.int64))
 
     def __getstate__(self) -> dict:  # picklable for Spark executors (the lock and caches stay behind)
         return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _cache={}, _lock=threading.Lock())
+        self.__dict__.update(state, _cache={}, _lock=threading.RLock())
 
     @classmethod
     def from_sides(cls, online: SideFactors, batch: SideFactors | None = None, *, explicit: bool = False,
                    mu_online: float = 0.0, mu_batch: float = 0.0, alpha: float = 0.0, version: int = -1,
-                   snapshot_id: str | None = None) -> BlendModel:
+                   snapshot_id: str | None = None, previous: BlendModel | None = None,
+                   changed: np.ndarray | None = None) -> BlendModel:
         """From the online item factors and, under score-blend, the snapshot's: the items are the online
-        ones (in their order) then the snapshot-only ones; each side is aligned on them by id key."""
+        ones (in their order) then the snapshot-only ones; each side is aligned on them by id key. ``previous`` and
+        ``changed`` (online models): the model these items update and its rows that changed (:meth:`carry`)."""
         n_on = len(online)
         if batch is None:
             side = ItemSide(online.vec, online.bias, None, mu_online if explicit else 0.0)
-            return cls(online.ids, online.keys, online.count.astype(np.int64), side, version=version)
+            same = previous is not None and previous.batch is None and np.array_equal(previous.item_keys, online.keys)
+            m = cls(online.ids, online.keys, online.count.astype(np.int64), side, version=version,
+                    tie_order=previous.tie_order if same else None)
+            return m.carry(previous, changed) if previous is not None and changed is not None else m
         pos = online.index_of(batch.keys)
         extra = np.flatnonzero(pos < 0)
         ids = np.concatenate([online.ids, batch.ids[extra]])
@@ -169,19 +115,22 @@ class BlendModel:
 
     @classmethod
     def from_meta(cls, meta: dict, online: SideFactors, batch: SideFactors | None = None, *, mu_batch: float = 0.0,
-                  version: int = -1) -> BlendModel:
+                  version: int = -1, previous: BlendModel | None = None, changed: np.ndarray | None = None
+                  ) -> BlendModel:
         """From the model metadata row (kind, mu, blend policy and alpha, snapshot id) and the item sides;
         ``batch`` is the snapshot named by :func:`snapshot_as_of` (None when there is none)."""
         policy = meta.get("blend_policy")
         return cls.from_sides(online, batch if snapshot_as_of(meta) is not None else None,
                               explicit=meta.get("kind") == "explicit", mu_online=float(meta.get("mu", 0.0)),
                               mu_batch=mu_batch, alpha=float(meta.get("blend_alpha") or 0.0), version=version,
-                              snapshot_id=meta.get("snapshot_id") if policy else None)
+                              snapshot_id=meta.get("snapshot_id") if policy else None, previous=previous,
+                              changed=changed)
 
     # ---- lookups ------------------------------------------------------------------------------------
     def as_items(self, recs: Recs) -> list[dict]:
         """``[{"item": id, "score": float}, ...]``: the JSON form of every reader."""
-        return [{"item": str(self.item_ids[r]), "score": float(s)} for r, s in zip(recs.rows, recs.scores, strict=True)]
+        ids, scores = self.item_ids[recs.rows].tolist(), recs.scores.tolist()
+        return [{"item": str(i), "score": s} for i, s in zip(ids, scores, strict=True)]
 
     @property
     def rank(self) -> int:
@@ -217,23 +166,30 @@ class BlendModel:
         width = len(self) if rows is None else len(rows)
         on = self._side(self.online, users.online_vec, users.online_bias, users.online_has, rows)
         if self.batch is None or users.batch_has is None or not users.batch_has.any():
-            return np.where(on[1], on[0], -np.inf) if on is not None else np.full((m, width), -np.inf)
+            if on is None:
+                return np.full((m, width), -np.inf)
+            return on[0] if on[1] is None else np.where(on[1], on[0], -np.inf)
         ba = self._side(self.batch, users.batch_vec, users.batch_bias, users.batch_has, rows)
         assert ba is not None
         if on is None:
-            return np.where(ba[1], ba[0], -np.inf)
+            return ba[0] if ba[1] is None else np.where(ba[1], ba[0], -np.inf)
         (so, ko), (sb, kb) = on, ba
+        ko = np.ones(so.shape, bool) if ko is None else ko
+        kb = np.ones(sb.shape, bool) if kb is None else kb
         mixed = np.where(ko & kb, self.alpha * sb + (1.0 - self.alpha) * so, np.where(ko, so, sb))
         return np.where(ko | kb, mixed, -np.inf)
 
     @staticmethod
     def _side(side: ItemSide, vec: np.ndarray | None, bias: np.ndarray | None, has: np.ndarray,
-              rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(scores float64 [m, width], usable bool [m, width]) of one model, None if it knows no user."""
+              rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(scores float64 [m, width], usable bool [m, width] or None for all) of one model, None if it
+        knows no user."""
         if vec is None or not has.any():
             return None
         iv, ib = (side.vec, side.bias) if rows is None else (side.vec[rows], side.bias[rows])
         s = score_matrix(vec, iv, user_bias=bias, item_bias=ib, mu=side.mu, dtype=np.float32).astype(np.float64)
+        if side.known is None and has.all():
+            return s, None
         known = np.ones(iv.shape[0], bool) if side.known is None else (side.known if rows is None else side.known[rows])
         return s, has[:, None] & known[None, :]
 
@@ -255,7 +211,7 @@ class BlendModel:
             return self.popularity(k, exclude=exclude, candidates=candidates)
         if exclude is not None and len(exclude):
             row = row.copy()
-            row[exclude if candidates is None else _positions(candidates, exclude)] = -np.inf
+            row[exclude if candidates is None else positions(candidates, exclude)] = -np.inf
         best = top_k(row, k, tie_order=self.tie_order if candidates is None else self.tie_order[candidates])
         return Recs(best if candidates is None else candidates[best], row[best], "fold-in" if folded else "model")
 
@@ -330,7 +286,33 @@ class BlendModel:
         return self
 
     def _norms(self) -> np.ndarray:
-        return self._cached("norms", lambda: np.linalg.norm(self.online.vec, axis=1).astype(np.float64))
+        return self._cached("norms", lambda: row_norms(self.online.vec))
+
+    def carry(self, previous: BlendModel, changed: np.ndarray) -> BlendModel:
+        """Take over ``previous``'s derived arrays (id order, key index, Gram matrix, norms), updated for
+        the item rows ``changed`` (rows of ``previous`` that got new vectors, or rows appended after
+        them), instead of computing them again: an incremental reload of a big model. Only for online
+        models whose item rows extend ``previous``'s in the same order; otherwise nothing is taken."""
+        n_old = len(previous)
+        if self.batch is not None or previous.batch is not None or previous.rank != self.rank or \
+                n_old > len(self) or not np.array_equal(previous.item_keys, self.item_keys[:n_old]):
+            return self
+        changed = np.asarray(changed, np.int64)
+        pc_ = previous._cache
+        if n_old == len(self):
+            for key in ("by_key", "sorted_keys"):
+                if key in pc_:
+                    self._cache[key] = pc_[key]
+        if "norms" in pc_:
+            norms = np.concatenate([pc_["norms"], np.zeros(len(self) - n_old)])
+            norms[changed] = row_norms(self.online.vec[changed])
+            self._cache["norms"] = norms
+        if "gram:online" in pc_ and self.online.known is None and previous.online.known is None:
+            old_rows = changed[changed < n_old]
+            self._cache["known:online"] = None
+            self._cache["gram:online"] = (pc_["gram:online"] - item_gram_blas(previous.online.vec, old_rows)
+                                          + item_gram_blas(self.online.vec, changed))
+        return self
 
     def _cached(self, key: str, build):
         """A value derived once per model (norms, Gram matrices); safe to call from request threads."""
@@ -346,25 +328,3 @@ def snapshot_as_of(meta: dict) -> int | None:
     if meta.get("blend_policy") == "score-blend" and meta.get("snapshot_as_of") is not None:
         return int(meta["snapshot_as_of"])
     return None
-
-
-def _positions(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Positions in ``sorted_rows`` of those ``rows`` it holds."""
-    pos = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
-    return pos[sorted_rows[pos] == rows] if len(sorted_rows) else np.zeros(0, np.int64)
-
-
-def id_order(ids: np.ndarray) -> np.ndarray:
-    """int64 rank of each id in sorted (string) order: the tie-breaker of every top-K."""
-    n = len(ids)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    order = pc.sort_indices(pa.array(np.asarray(ids, dtype=object), pa.string())).to_numpy()
-    out = np.empty(n, np.int64)
-    out[order] = np.arange(n, dtype=np.int64)
-    return out
-
-
-def events_ptr(counts: list[int] | np.ndarray) -> np.ndarray:
-    """CSR offsets from per-user event counts."""
-    return np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))]).astype(np.int64)

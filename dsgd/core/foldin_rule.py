@@ -60,17 +60,16 @@ class FoldInRule:
 
 
 def item_gram_blas(item_vec: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65536) -> np.ndarray:
-    """``sum q q^T`` (float64 [rank, rank]) over ``rows`` (all if None), by BLAS in float64 chunks: the
-    ``gram`` :func:`fold_in_many` takes, computed once per loaded model (equal to
-    :func:`dsgd.core.foldin.item_gram` up to rounding; ~10x faster on 10^6 items)."""
+    """``sum q q^T`` (float64 [rank, rank]) over ``rows`` (all if None): the ``gram`` :func:`fold_in_many`
+    takes, computed once per loaded model. float32 BLAS products over chunks of ``chunk`` rows, summed in
+    float64: equal to :func:`dsgd.core.foldin.item_gram` within ~1e-7 relative, ~10x faster at 10^6 items."""
     V = np.asarray(item_vec, np.float32)
     k = V.shape[1]
     G = np.zeros((k, k), np.float64)
     n = V.shape[0] if rows is None else len(rows)
     for lo in range(0, n, chunk):
         part = V[lo:lo + chunk] if rows is None else V[np.asarray(rows[lo:lo + chunk], np.int64)]
-        p = part.astype(np.float64)
-        G += p.T @ p
+        G += (part.T @ part).astype(np.float64)
     return G
 
 

@@ -21,6 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from dsgd.core.blend import BlendModel, UserFactors
+from dsgd.serve.metrics import Metrics
 
 
 class _Job:
@@ -37,8 +38,8 @@ class _Job:
 class Coalescer:
     """``scores(model, one_user)`` for many threads; batches of at most ``max_batch`` users."""
 
-    def __init__(self, max_batch: int = 32) -> None:
-        self.max_batch = max_batch
+    def __init__(self, max_batch: int = 32, metrics: Metrics | None = None) -> None:
+        self.max_batch, self.metrics = max_batch, metrics
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
         self._running = False
@@ -93,5 +94,8 @@ class Coalescer:
                     j.error = exc
             self.batches += 1
             self.scored += len(jobs)
+            if self.metrics is not None:
+                self.metrics.products.inc()
+                self.metrics.product_users.inc(len(jobs))
             for j in jobs:
                 j.done.set()

@@ -68,9 +68,7 @@ class Holder:
         changed = False
         for table, step in (("factors", self._refresh_factors), ("events", self._refresh_seen),
                             ("items", self._refresh_items)):
-            if self._guarded(table, step) and self._factors is not None:
-                self._swap()  # at once: a new model does not wait for the seen sets' read
-                changed = True
+            changed |= self._guarded(table, step)  # each swaps at once: a new model does not wait for the seen sets
         return changed
 
     def _swap(self) -> None:
@@ -80,10 +78,18 @@ class Holder:
         self.state = new  # the swap: one reference assignment
         self.reloads += 1
 
+    _PARTS = ("_factors", "_snapshot", "_commit_time", "_seen", "_seen_at", "_unavailable", "_items_version")
+
     def _guarded(self, table: str, step: Callable[[], tuple[int, str, float] | None]) -> bool:
+        """Run one table's load and swap the state in; on any failure restore what was loaded before."""
+        saved = {name: getattr(self, name) for name in self._PARTS}
         try:
             done = step()
+            if done is not None and self._factors is not None:
+                self._swap()
         except Exception as exc:  # a bad version must never take the served model down
+            for name, value in saved.items():
+                setattr(self, name, value)
             version = self._pending.get(table, -1)
             prev = self._failed.get(table)
             backoff = min(60.0, prev[2] * 2) if prev and prev[0] == version else self.cfg.serve.poll_interval_s

@@ -39,6 +39,7 @@ class SideRows:
 
     factors: SideFactors
     seq: np.ndarray  # int64 [n]
+    changed: np.ndarray | None = None  # after :func:`merge`: rows updated or appended (None: a full load)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class LoadedFactors:
     meta_seq: int
     users: SideRows
     items: SideRows
-    incremental: bool = False
+    base_version: int | None = None  # incremental: the version the rows' ``changed`` are relative to
 
     @property
     def rank(self) -> int:
@@ -110,37 +111,34 @@ def _kept_vectors(col: pa.ChunkedArray, keep: np.ndarray, rank: int) -> np.ndarr
                 raise ValueError(f"{bad} current factor vector(s) do not have the model's rank {rank}")
             values = np.asarray(chunk.values.to_numpy(zero_copy_only=False), np.float32)
             if np.array_equal(offs, offs[0] + rank * np.arange(len(offs))):  # every row of the chunk has the rank
-                out[lo:hi] = values[offs[0]:offs[-1]].reshape(len(chunk), rank)[sel]
+                mat = values[offs[0]:offs[-1]].reshape(len(chunk), rank)
+                if len(sel) == len(chunk):  # the whole chunk is current: one block copy
+                    out[lo:hi] = mat
+                else:
+                    np.take(mat, sel, axis=0, out=out[lo:hi])
             else:
                 out[lo:hi] = values[begin[:, None] + np.arange(rank)]
         start, lo = end, hi
     return out
 
 
-def _gather(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of ``concatenate([a, b])`` without building the concatenation."""
-    out = np.empty((len(idx), *a.shape[1:]), dtype=a.dtype)
-    old = idx < len(a)
-    out[old] = a[idx[old]]
-    out[~old] = b[idx[~old] - len(a)]
-    return out
-
-
 def merge(old: SideRows, new: SideRows) -> SideRows:
-    """The latest version per key of ``old``'s rows and ``new``'s (the same rule as a full load)."""
-    if len(new.factors) == 0:
-        return old
-    keys = np.concatenate([old.factors.keys, new.factors.keys])
-    seq = np.concatenate([old.seq, new.seq])
-    order = np.lexsort((-seq, keys))
-    k = keys[order]
-    first = np.ones(len(k), bool)
-    first[1:] = k[1:] != k[:-1]
-    keep = np.sort(order[first])  # the old rows in their order, then the new keys
+    """``old`` updated by ``new`` (its latest row per key): a key's newer version replaces its row in
+    place, new keys are appended, so the rows of ``old`` keep their positions (the served model's derived
+    arrays can then be updated instead of recomputed). The same rows as a full load, in another order."""
     a, b = old.factors, new.factors
-    f = SideFactors(keys[keep], _gather(a.ids, b.ids, keep), np.ascontiguousarray(_gather(a.vec, b.vec, keep)),
-                    _gather(a.bias, b.bias, keep), _gather(a.count, b.count, keep))
-    return SideRows(f, seq[keep])
+    pos = a.index_of(b.keys) if len(b) else np.zeros(0, np.int64)
+    upd = np.flatnonzero((pos >= 0) & (new.seq >= old.seq[np.maximum(pos, 0)]))
+    add = np.flatnonzero(pos < 0)
+    n = len(a)
+    f = SideFactors(np.concatenate([a.keys, b.keys[add]]), np.concatenate([a.ids, b.ids[add]]),
+                    np.concatenate([a.vec, b.vec[add]]), np.concatenate([a.bias, b.bias[add]]),
+                    np.concatenate([a.count, b.count[add]]))
+    seq = np.concatenate([old.seq, new.seq[add]])
+    rows = pos[upd]
+    f.ids[rows], f.vec[rows], f.bias[rows], f.count[rows], seq[rows] = (b.ids[upd], b.vec[upd], b.bias[upd],
+                                                                       b.count[upd], new.seq[upd])
+    return SideRows(f, seq, np.concatenate([rows, n + np.arange(len(add))]).astype(np.int64))
 
 
 def _meta_of(rows: pa.Table) -> tuple[dict, int] | None:
@@ -185,7 +183,7 @@ def load_incremental(table: Table, prev: LoadedFactors, version: int) -> LoadedF
         if len(part.factors) and not np.array_equal(id_key(part.factors.ids), part.factors.keys):
             raise ValueError(f"side {s!r}: rows whose key is not xxhash64 of the id in versions after {prev.version}")
     users, items = merge(prev.users, new[C.SIDE_USER]), merge(prev.items, new[C.SIDE_ITEM])
-    return LoadedFactors(version, meta, meta_seq, users, items, incremental=True)
+    return LoadedFactors(version, meta, meta_seq, users, items, base_version=prev.version)
 
 
 @dataclass

@@ -13,6 +13,7 @@
 | ``dsgd_serve_reload_seconds`` | histogram | ``table`` |
 | ``dsgd_serve_seen_pairs``, ``dsgd_serve_seen_bytes`` | gauge | |
 | ``dsgd_serve_seen_dropped_pairs_total`` | counter | pairs over ``serve.seen_max_pairs`` |
+| ``dsgd_serve_score_products_total``, ``dsgd_serve_score_product_users_total`` | counter | batched scoring (users / products = mean batch) |
 
 One process serves (requests run in its thread pool), so no multiprocess mode is needed.
 """
@@ -73,6 +74,9 @@ class Metrics:
                                        ["table"], registry=r)
         self.reload_seconds = Histogram("dsgd_serve_reload_seconds", "Seconds per load", ["table"],
                                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=r)
+        self.products = Counter("dsgd_serve_score_products", "Matrix products that scored concurrent one-user "
+                                "requests together", registry=r)
+        self.product_users = Counter("dsgd_serve_score_product_users", "Users those products scored", registry=r)
         self.seen_dropped = Counter("dsgd_serve_seen_dropped_pairs", "Seen pairs over serve.seen_max_pairs",
                                     registry=r)
         r.register(_ModelCollector(state))

@@ -53,7 +53,7 @@ class Service:
 
     def __init__(self, holder: Holder, cfg: Config) -> None:
         self.holder, self.cfg = holder, cfg
-        self.coalescer = Coalescer()
+        self.coalescer = Coalescer(metrics=holder.metrics)
 
     def _recommend(self, st: Served, users: UserFactors, k: int, exclude: list[np.ndarray], cand: np.ndarray | None,
                    folded: np.ndarray | None = None) -> list[Recs]:

@@ -61,13 +61,15 @@ class Served:
     def build(cls, cfg: Config, factors: LoadedFactors, snapshot: Snapshot | None, seen: SeenSets,
               unavailable_ids: set[str], commit_time: float | None, previous: Served | None = None) -> Served:
         """A complete state; the blend model is reused from ``previous`` when its inputs did not change."""
+        carry = previous is not None and factors.base_version == previous.factors.version  # an append to it
         if previous is not None and previous.factors is factors and previous.snapshot is snapshot:
             model = previous.model
         else:
             model = BlendModel.from_meta(factors.meta, factors.items.factors,
                                          snapshot.items if snapshot is not None else None,
                                          mu_batch=snapshot.mu if snapshot is not None else 0.0,
-                                         version=factors.version)
+                                         version=factors.version,
+                                         previous=previous.model if carry else None, changed=factors.items.changed)
         rows = model.rows_of(sorted(unavailable_ids)) if unavailable_ids else np.zeros(0, np.int64)
         return cls(factors, snapshot, model, serving_rule(cfg, factors.meta), seen,
                    np.unique(rows[rows >= 0]), commit_time, time.time())

@@ -52,11 +52,16 @@ def test_merging_appended_versions_equals_reading_all_versions_at_once():
     first = _rows(["a", "b", "c", "b"], [1, 1, 1, 2], 1.0)
     later = pa.concat_tables([_rows(["c", "d"], [3, 3], 2.0), _rows(["a"], [4], 3.0)])
     full = latest_per_key(pa.concat_tables([first, later]), 2)
-    inc = merge(latest_per_key(first, 2), latest_per_key(later, 2))
-    assert list(inc.factors.ids) == list(full.factors.ids)
-    np.testing.assert_array_equal(inc.factors.vec, full.factors.vec)
-    np.testing.assert_array_equal(inc.seq, full.seq)
+    base = latest_per_key(first, 2)
+    inc = merge(base, latest_per_key(later, 2))
+    o_full, o_inc = np.argsort(full.factors.keys), np.argsort(inc.factors.keys)
+    assert list(inc.factors.ids[o_inc]) == list(full.factors.ids[o_full])
+    np.testing.assert_array_equal(inc.factors.vec[o_inc], full.factors.vec[o_full])
+    np.testing.assert_array_equal(inc.seq[o_inc], full.seq[o_full])
     by_id = dict(zip(full.factors.ids, full.factors.vec[:, 0], strict=True))
     assert by_id == {"a": 3.0, "b": 1.0, "c": 2.0, "d": 2.0}
+    # the base rows keep their positions (a, c updated in place, d appended): what the served model can update
+    assert list(inc.factors.ids[: len(base.factors)]) == list(base.factors.ids)
+    assert sorted(inc.changed.tolist()) == sorted([list(inc.factors.ids).index(x) for x in ("a", "c", "d")])
     assert list(full.factors.index_of(id_key(["d", "a", "x"]))) == [list(full.factors.ids).index("d"),
                                                                     list(full.factors.ids).index("a"), -1]
