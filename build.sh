@@ -2,7 +2,7 @@
 # One-command setup, tests and demo.
 #
 #   ./build.sh          setup: .venv with pinned deps, JVM jars via Maven, wheel + --py-files zip in dist/
-#   ./build.sh test     setup, then the whole pytest suite (extra args go to pytest)
+#   ./build.sh test     setup (+ Chromium for the report test, from apt, when missing), then pytest (args go to it)
 #   ./build.sh demo     setup, then the end-to-end demo (local broker -> stream -> Delta -> report)
 #   ./build.sh lint     setup, then ruff
 #   ./build.sh bench    setup, then the benchmarks in bench/
@@ -109,6 +109,20 @@ pack_env() {
   echo "$want" > "$stamp"
 }
 
+# The report test opens the page of `dsgd report` in a real headless browser: Chromium from Debian's
+# packages, installed here (test mode only) when missing.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return
+  command -v apt-get >/dev/null 2>&1 \
+    || die "chromium not found and no apt-get to install it: install Chromium (Debian/Ubuntu: apt-get install chromium); the report test needs it"
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo -n"
+  say "installing chromium (Debian package) for the report's browser test"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >&2 \
+    || die "could not install chromium with apt-get (root or sudo needed): run 'apt-get install chromium' and re-run; the report test needs it"
+  command -v chromium >/dev/null 2>&1 || die "apt-get installed no 'chromium' command; the report test needs it"
+}
+
 setup() {
   check_tools
   setup_venv
@@ -124,6 +138,7 @@ case "$cmd" in
   setup) setup ;;
   test)
     setup
+    ensure_chromium
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   demo)

@@ -367,12 +367,15 @@ def run_retrain(spark: SparkSession, cfg: Config, *, as_of_ms: int, retrain: Ret
 def main(spark: SparkSession | None, cfg: Config, *, as_of: str | int | None = None,
          retrain: RetrainConfig | None = None) -> int:
     """Job entry (CLI and spark-submit): run the retrain, print its JSON result, return the exit code."""
+    from batch.tracking import retrain_run
     from dsgd.store.session import build_session
 
     try:
         as_of_ms = parse_as_of(as_of)
-        spark = spark or build_session(cfg)
-        res = run_retrain(spark, cfg, as_of_ms=as_of_ms, retrain=retrain)
+        with retrain_run(cfg) as run:  # an MLflow run when retrain.mlflow_tracking_uri is set
+            spark = spark or build_session(cfg)
+            res = run_retrain(spark, cfg, as_of_ms=as_of_ms, retrain=retrain)
+            run.record(spark, retrain_config(cfg, retrain), res)
     except ConfigError as exc:
         log.error("retrain: bad config: %s", exc)
         return EXIT_BAD_CONFIG

@@ -95,7 +95,7 @@ def bench_rank(ev: dict[str, np.ndarray], n_u: int, n_i: int, rank: int, repeat:
     def loop_only() -> None:  # run_block's SGD loop without its validation/count pass
         U, bu, uc, V, bi, ic = state_l
         _run_sorted(U, bu, uc, V, bi, ic, ev["u"], ev["i"], ev["r"], empty_i, empty_f, params.lr, params.reg,
-                    params.mu, False, True, 0, False, np.uint64(1))
+                    params.mu, False, True, 0, False, np.uint64(1), no_flags, no_flags)
 
     def check_only() -> None:  # the one pass over (u, i, ts, seq) that checks order/bounds and counts
         _check_and_count(ev["u"], ev["i"], ev["ts"], ev["seq"], state_l[2], state_l[5], True)
@@ -104,7 +104,7 @@ def bench_rank(ev: dict[str, np.ndarray], n_u: int, n_i: int, rank: int, repeat:
         U, bu, _, V, bi, _ = state_b
         minimal_sgd(U, bu, V, bi, ev["u"], ev["i"], ev["r"], params.lr, params.reg, params.mu)
 
-    empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    empty_i, empty_f, no_flags = np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.bool_)
     state_k = state_b = state_l = state()  # literally the same arrays for every variant
     for f in (kernel, kernel_later, baseline, loop_only, check_only):  # warm-up (compile / load cache)
         f()

@@ -11,7 +11,10 @@ alternating within each repetition, the same records are read as a batch query:
   path that took 6.3 s per 250k records before ``parse_events`` stopped the filter from being pushed
   below the JSON parse);
 - ``from_json_strings`` / ``from_json_typed``: ``from_json`` alone over the values, already read into a
-  ``localCheckpoint``, with the all-string wire schema vs a typed one (``rating double, ts long``);
+  ``localCheckpoint``, with the all-string wire schema the parser used before issue 21 vs a typed one
+  (``rating double, ts long``);
+- ``parse_json_wrapped``: what the parser does instead since issue 21, ``try_parse_json`` over
+  ``[`` + value + ``]``, alone over the same values, with the four fields' types read back;
 - ``raw_collect`` + ``py_json``: the alternative of collecting the raw records with ``toArrow`` and
   parsing them with ``json.loads`` in the driver (before any validation or the events DataFrame that
   the append would need).
@@ -41,8 +44,9 @@ from dsgd.core.config import load_config  # noqa: E402
 from dsgd.evaluation.synthetic import generate_stream, to_json_lines  # noqa: E402
 from dsgd.ops.kafka_broker import KafkaBroker  # noqa: E402
 from dsgd.store.session import build_session  # noqa: E402
-from streaming.events import _WIRE_SCHEMA, parse_events, valid_events  # noqa: E402
+from streaming.events import parse_events, valid_events  # noqa: E402
 
+WIRE_SCHEMA = "user string, item string, rating string, ts string, _corrupt string"
 TYPED_SCHEMA = "user string, item string, rating double, ts long, _corrupt string"
 
 
@@ -96,6 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
                 values.select(e.alias("e")).select(F.sum(F.length("e.user") + F.length("e.item")
                                                          + F.coalesce(F.length("e.ts"), F.lit(0)))).collect()
 
+            def parse_json_wrapped() -> None:
+                doc = F.call_function("try_parse_json", F.concat(F.lit("["), F.col("v"), F.lit("]")))
+                kinds = [F.call_function("schema_of_variant", F.call_function("variant_get", doc, F.lit(f"$[0].{k}")))
+                         for k in ("user", "item", "rating", "ts")]
+                values.select(F.sum(sum(F.coalesce(F.length(k), F.lit(0)) for k in kinds))).collect()
+
             box: dict = {}
 
             def raw_collect() -> None:
@@ -111,8 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             steps = {"read_count_500": lambda: source(500).count(), "read_count_20000": lambda: source(20000).count(),
                      "parse_collect": parse_collect, "valid_count_unpersisted": valid_count_unpersisted,
-                     "from_json_strings": lambda: from_json(_WIRE_SCHEMA),
+                     "from_json_strings": lambda: from_json(WIRE_SCHEMA),
                      "from_json_typed": lambda: from_json(TYPED_SCHEMA),
+                     "parse_json_wrapped": parse_json_wrapped,
                      "raw_collect": raw_collect, "py_json": py_json}
             runs: dict[str, list[float]] = {k: [] for k in steps}
             for _ in range(args.reps + 1):

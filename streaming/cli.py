@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from dsgd.cli.registry import command
 from dsgd.core.config import Config
@@ -41,7 +42,8 @@ def _produce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--create-topic", action="store_true", help="create the topic first")
 
 
-@command("produce", "replay a data set or a synthetic stream into the topic, in event-time order", _produce_args)
+@command("produce", "replay a data set or a synthetic stream into the topic, in event-time order; rows that "
+         "break the event contract are not sent (counted and reported)", _produce_args)
 def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
     from dsgd.ops.kafka_broker import create_topic
     from streaming.produce import produce_events
@@ -61,7 +63,11 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
         df = df.iloc[: args.limit]
     if args.create_topic:
         create_topic(cfg.kafka.bootstrap_servers, cfg.kafka.topic, cfg.kafka.partitions)
-    n = produce_events(df, bootstrap=cfg.kafka.bootstrap_servers, topic=cfg.kafka.topic, rate=args.rate,
-                       speedup=args.speedup, progress=True)
-    print(f"produced {n} events to {cfg.kafka.topic}")
+    m = cfg.model
+    done = produce_events(df, bootstrap=cfg.kafka.bootstrap_servers, topic=cfg.kafka.topic, rate=args.rate,
+                          speedup=args.speedup, progress=True, explicit=m.kind == "explicit",
+                          rating_min=m.rating_min, rating_max=m.rating_max)
+    print(f"produced {done.sent} events to {cfg.kafka.topic}")
+    if done.skipped:  # checked with the event contract (the trainer would quarantine them): not sent
+        print(f"dsgd produce: {done.report()}", file=sys.stderr)
     return 0

@@ -30,6 +30,25 @@ def sample_events(events: pd.DataFrame, max_events: int, seed: int) -> pd.DataFr
     return events.iloc[pick]
 
 
+def popularity_ranks(count: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1 + the number of items counted more often than each target (ranks under the popularity model),
+    from a histogram of the counts: O(n_items + max count), no sort of the items."""
+    count = np.asarray(count, np.int64)
+    if count.size == 0:
+        return np.zeros(len(targets), np.int64)
+    hist = np.bincount(np.maximum(count, 0))
+    higher = count.size - np.cumsum(hist)  # higher[c] = items with a count > c
+    return 1 + higher[np.maximum(count[targets], 0)]
+
+
+def sample_size(max_events: int, max_scores: int, n_items: int) -> int:
+    """Events a batch evaluates: at most ``max_events``, and at most ``max_scores // n_items`` (at least
+    one), so the evaluation's cost is bounded whatever the number of items."""
+    if max_events <= 0:
+        return 0
+    return max(1, min(max_events, max_scores // max(n_items, 1)))
+
+
 def evaluate_batch(events: pd.DataFrame, *, users: SideFactors, items: SideFactors, k: int,
                    chunk: int = 4096) -> dict[str, float]:
     """Mean DCG@K of the model and of popularity on ``events`` (columns user, item), scored by
@@ -45,10 +64,8 @@ def evaluate_batch(events: pd.DataFrame, *, users: SideFactors, items: SideFacto
     targets = items.index_of(id_key(events["item"].to_numpy(object)))
     urows = users.index_of(id_key(events["user"].to_numpy(object)))
     known_item, known_user = targets >= 0, urows >= 0
-    pop = items.count.astype(np.float64)
     pop_ranks = np.zeros(n, dtype=np.int64)
-    t = targets[known_item]
-    pop_ranks[known_item] = 1 + np.searchsorted(np.sort(-pop), -pop[t], side="left")  # items scoring higher
+    pop_ranks[known_item] = popularity_ranks(items.count, targets[known_item])
     pop_dcg = dcg_from_ranks(pop_ranks, k)
     dcg = pop_dcg.copy()  # unknown users get the popularity fallback; an unknown item scores 0 either way
     sel = np.flatnonzero(known_item & known_user)

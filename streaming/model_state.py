@@ -12,6 +12,7 @@ from typing import Any
 from dsgd.core import columns as C
 from dsgd.core.factors import SideFactors
 from dsgd.core.schedules import make_schedule, schedule_from_state
+from dsgd.store.errors import IncompatibleTable
 from dsgd.store.factor_store import FactorStore, ModelHead
 
 log = logging.getLogger("dsgd.stream")
@@ -38,11 +39,16 @@ class ModelState:
         self.meta = json.loads(head.raw)
 
 
+class ModelTooLarge(IncompatibleTable):
+    """The model outgrew what the local engine may hold in the driver (``model.local_max_rows``)."""
+
+
 class ModelCache:
     """Keeps :class:`ModelState` across batches; ``get`` re-reads the table when its version moved."""
 
-    def __init__(self, store: FactorStore, *, rank: int, local: bool) -> None:
-        self.store, self.rank, self.local = store, rank, local
+    def __init__(self, store: FactorStore, *, rank: int, local: bool, max_rows: int = 10**10,
+                 auto: bool = False) -> None:
+        self.store, self.rank, self.local, self.max_rows, self.auto = store, rank, local, max_rows, auto
         self.state: ModelState | None = None
 
     def drop(self) -> None:
@@ -51,17 +57,35 @@ class ModelCache:
     def get(self) -> ModelState:
         version = self.store.version()
         if self.state is not None and self.state.version == version:
-            return self.state
+            return self._within_limit(self.state)
         t = time.perf_counter()
         head = self.store.head()
         state = ModelState(version=head.version, seq=head.seq, meta=head.meta, raw=head.raw)
         if self.local:
-            state.users = SideFactors.from_arrow(self.store.load(C.SIDE_USER, version=head.version).toArrow(), self.rank)
-            state.items = SideFactors.from_arrow(self.store.load(C.SIDE_ITEM, version=head.version).toArrow(), self.rank)
+            state.users, state.items = (self._side(side, head.version) for side in (C.SIDE_USER, C.SIDE_ITEM))
             log.info("loaded the model at factors version %d: %d users, %d items (%.1fs)", head.version,
                      len(state.users), len(state.items), time.perf_counter() - t)
         self.state = state
-        return state
+        return self._within_limit(state)
+
+    def _within_limit(self, state: ModelState) -> ModelState:
+        """The local engine's driver copy may not outgrow ``model.local_max_rows``: under ``auto`` the
+        trainer moves to the Spark engine, else the batch fails with an error naming the key."""
+        if state.users is None or len(state.users) + len(state.items) <= self.max_rows:
+            return state
+        rows = len(state.users) + len(state.items)
+        if self.auto:
+            log.warning("the model has %d rows > model.local_max_rows = %d: the Spark engine takes over", rows,
+                        self.max_rows)
+            self.local, state.users, state.items = False, None, None
+            return state
+        raise ModelTooLarge(f"the model holds {rows} factor rows, more than config key model.local_max_rows = "
+                            f"{self.max_rows} that model.engine = local keeps in the driver; set model.engine = "
+                            "spark (or auto), or raise model.local_max_rows")
+
+    def _side(self, side: str, version: int) -> SideFactors:
+        rows = self.store.load(side, version=version).limit(self.max_rows + 1)
+        return SideFactors.from_arrow(rows.toArrow(), self.rank)
 
     def after_commit(self, state: ModelState, head: ModelHead | None) -> None:
         """Keep the cache if ``head`` is the commit right after ``state`` (this trainer's own), else drop it."""

@@ -21,8 +21,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dsgd.core import columns as C
+from dsgd.core.arrays import unique
 from dsgd.core.config import Config
-from dsgd.core.factors import SideFactors
 from dsgd.core.hashing import id_key, mix_seed
 from dsgd.core.params import params_from_model_config
 from dsgd.store.errors import StaleModel
@@ -30,12 +30,13 @@ from dsgd.store.factor_store import FactorStore
 from dsgd.store.tables import Tables, append_once, row_exists
 from streaming import decisions as D
 from streaming.appends import BatchAppends
-from streaming.evaluate import evaluate_batch, sample_events
+from streaming.evaluate import evaluate_batch, sample_events, sample_size
+from streaming.evaluate_spark import evaluate_batch_spark
 from streaming.events import parse_events, valid_events
 from streaming.faults import FaultHook
 from streaming.lag import LagProbe
 from streaming.model_state import ModelCache, ModelState, StepSchedule
-from streaming.train import divergence_of_rows, train_local, train_spark
+from streaming.train import divergence_of_rows, new_id_counts, train_local, train_spark
 
 log = logging.getLogger("dsgd.stream")
 
@@ -173,12 +174,11 @@ class MicroBatch:
 
     def train(self, batch: ParsedBatch, state: ModelState) -> None:
         cfg, m, res, ev = self.cfg, self.cfg.model, self.res, batch.ev
+        local = state.users is not None  # the Spark engine leaves the factors on the executors
+        n_users = len(state.users) if local else self._n_rows(state, C.SIDE_USER)
+        n_items = len(state.items) if local else self._n_rows(state, C.SIDE_ITEM)
         t = time.perf_counter()
-        if state.users is None:  # spark engine: the driver holds the touched users and the items
-            su, si = self._driver_copy(batch, state)
-        else:
-            su, si = state.users, state.items
-        self.evaluate(ev, su, si)
+        self.evaluate(ev, state, n_items)
         res.seconds_eval = time.perf_counter() - t
         self.ctx.fault("after_eval", self.batch_id)
 
@@ -188,14 +188,19 @@ class MicroBatch:
             mu = D.running_mean(mu, n_old, ev[C.RATING].to_numpy(np.float64))
         params = params_from_model_config(m, mu=mu)
         schedule = StepSchedule.from_meta(state.meta, m.lr_schedule, m.lr)
-        uk, ik = id_key(ev[C.USER].to_numpy(object)), id_key(ev[C.ITEM].to_numpy(object))
-        res.new_users = int(np.unique(uk[su.index_of(uk) < 0]).size)
-        res.new_items = int(np.unique(ik[si.index_of(ik) < 0]).size)
-        if m.engine == "local":
+        if local:
+            su, si = state.users, state.items
+            uk, ik = id_key(ev[C.USER].to_numpy(object)), id_key(ev[C.ITEM].to_numpy(object))
+            res.new_users = int(unique(uk[su.index_of(uk) < 0]).size)
+            res.new_items = int(unique(ik[si.index_of(ik) < 0]).size)
             out = train_local(ev, uk, ik, su, si, params, schedule, self.batch_id, m)
         else:
-            out = train_spark(self.spark, batch.events, state, params, schedule, self.batch_id, m,
-                              self.ctx.store, n_items=len(si))
+            # one materialised copy of the batch's events: the Kafka parse stays out of every later plan
+            # (a plan holding it several times overflows the stack of Spark's plan-string regexes)
+            events = batch.events.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ).localCheckpoint()
+            res.new_users, res.new_items = new_id_counts(events, self.ctx.store, state.version)
+            out = train_spark(self.spark, events, state, params, schedule, self.batch_id, m, self.ctx.store,
+                              n_items=n_items)
         res.loss = D.mean_loss([s["loss"] for s in out.stats])
         res.lr = float(out.stats[-1]["lr"]) if out.stats else float("nan")
         res.seconds_train = time.perf_counter() - t
@@ -208,21 +213,28 @@ class MicroBatch:
             res.users_touched, res.items_touched = out.n_users, out.n_items
             meta = D.trained_meta(state.meta, stream_id=self.stream_id, ends=batch.ends, epochs_run=len(out.stats),
                                   schedule_state=schedule.base.to_state(), n_events=len(ev), mu=mu, res=res)
+            meta.update(n_users=n_users + res.new_users, n_items=n_items + res.new_items)
             self.commit(state, *out.spark_rows(self.spark), meta)
         res.seconds_write = time.perf_counter() - t
 
-    def _driver_copy(self, batch: ParsedBatch, state: ModelState) -> tuple[SideFactors, SideFactors]:
-        store, rank = self.ctx.store, self.cfg.model.rank
-        users = store.load(C.SIDE_USER, ids=batch.events.select(F.col(C.USER).alias(C.ID)), version=state.version)
-        items = store.load(C.SIDE_ITEM, version=state.version)
-        return SideFactors.from_arrow(users.toArrow(), rank), SideFactors.from_arrow(items.toArrow(), rank)
+    def _n_rows(self, state: ModelState, side: str) -> int:
+        """Users or items of the model: kept in the metadata by every commit (counted for an older table)."""
+        key = "n_users" if side == C.SIDE_USER else "n_items"
+        if key in state.meta:
+            return int(state.meta[key])
+        return self.ctx.store.load(side, version=state.version).count()
 
-    def evaluate(self, ev: pd.DataFrame, su: SideFactors, si: SideFactors) -> None:
+    def evaluate(self, ev: pd.DataFrame, state: ModelState, n_items: int) -> None:
         s, m = self.cfg.stream, self.cfg.model
-        if s.eval_max_events <= 0:
+        if s.eval_max_events <= 0 or n_items == 0:  # evaluation off, or no model yet (the first batch)
             return
-        sample = sample_events(ev, s.eval_max_events, mix_seed(m.seed, self.batch_id))
-        out = evaluate_batch(sample, users=su, items=si, k=s.eval_k)
+        size = sample_size(s.eval_max_events, s.eval_max_scores, n_items)
+        sample = sample_events(ev, size, mix_seed(m.seed, self.batch_id))
+        if state.users is not None:
+            out = evaluate_batch(sample, users=state.users, items=state.items, k=s.eval_k)
+        else:
+            out = evaluate_batch_spark(self.spark, sample, store=self.ctx.store, version=state.version, rank=m.rank,
+                                       k=s.eval_k, max_driver_rows=m.local_max_rows)
         self.res.dcg, self.res.dcg_popularity, self.res.dcg_events = out["dcg"], out["dcg_popularity"], out["dcg_events"]
 
     def reject(self, state: ModelState, batch: ParsedBatch, why: str) -> None:

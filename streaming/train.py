@@ -71,25 +71,17 @@ class TrainOutput:
 
 def train_local(ev: pd.DataFrame, uk: np.ndarray, ik: np.ndarray, su: SideFactors, si: SideFactors,
                 params: KernelParams, schedule: Any, batch_id: int, m: ModelConfig) -> TrainOutput:
-    """Train the driver's copy in place; the changed rows are those that moved, had an event, or are new."""
-    nu0, ni0 = len(su), len(si)
-    touched_u = np.unique(su.index_of(uk))
-    touched_u = touched_u[touched_u >= 0]
-    u_before = su.vec[touched_u].copy()
-    i_before = si.vec.copy()
+    """Train the driver's copy in place; the changed rows are those the kernel updated or that are new
+    (flagged as they change, so nothing proportional to the model is copied or compared)."""
+    su.clear_changed()
+    si.clear_changed()
     stats = train_epochs(su, si, uk, ik, ev[C.USER].to_numpy(object), ev[C.ITEM].to_numpy(object),
                          ev[C.RATING].fillna(1.0).to_numpy(np.float32), ev[C.TS].to_numpy(np.int64),
                          ev[C.SEQ].to_numpy(np.int64), params, d=m.blocks, epochs=m.epochs, schedule=schedule,
                          strata_order=m.strata_order, seed=m.seed, batch_id=batch_id, init_scale=m.init_scale,
                          rank=m.rank, threads=2)
-    u_rows = np.concatenate([touched_u[(su.vec[touched_u] != u_before).any(axis=1) | (su.count[touched_u] > 0)],
-                             np.arange(nu0, len(su))])
-    moved_i = np.zeros(len(si), dtype=bool)
-    moved_i[:ni0] = (si.vec[:ni0] != i_before).any(axis=1)
-    moved_i[ni0:] = True
-    moved_i[np.unique(si.index_of(ik))] = True
-    return TrainOutput(stats=stats, users=su, items=si, user_rows=np.unique(u_rows),
-                       item_rows=np.flatnonzero(moved_i))
+    return TrainOutput(stats=stats, users=su, items=si, user_rows=np.flatnonzero(su.changed),
+                       item_rows=np.flatnonzero(si.changed))
 
 
 def train_spark(spark: SparkSession, events: DataFrame, state: Any, params: KernelParams, schedule: Any,
@@ -105,6 +97,16 @@ def train_spark(spark: SparkSession, events: DataFrame, state: Any, params: Kern
                                        exchange=m.spark_exchange, n_items=n_items)
     return TrainOutput(stats=stats, user_df=ou.where("changed").select(*FACTOR_COLS),
                        item_df=oi.where("changed").select(*FACTOR_COLS))
+
+
+def new_id_counts(events: DataFrame, store: FactorStore, version: int) -> tuple[int, int]:
+    """Distinct users and items of the batch that the model (at ``version``) has no row for, counted on
+    the executors."""
+    out = []
+    for side, col in ((C.SIDE_USER, C.USER), (C.SIDE_ITEM, C.ITEM)):
+        known = store.table(version).where(F.col(C.SIDE) == side).select(C.ID)
+        out.append(events.select(F.col(col).alias(C.ID)).distinct().join(known, C.ID, "left_anti").count())
+    return out[0], out[1]
 
 
 def divergence_of_rows(out: TrainOutput, limit: float) -> str:

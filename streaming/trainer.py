@@ -42,6 +42,7 @@ from streaming.decisions import METRICS_SCHEMA, BatchResult
 from streaming.faults import FAULT_POINTS, FaultHook, InjectedFault
 from streaming.lag import LAG_RETRY_S, LagProbe
 from streaming.model_state import ModelCache
+from streaming.monitoring import StreamMonitor
 from streaming.pipeline import STALE_RETRIES, MicroBatch, TrainerContext
 from streaming.source import SOURCE_DEFAULTS, source_options
 
@@ -63,6 +64,7 @@ class StreamTrainer:
     -------
     >>> trainer = StreamTrainer(spark, cfg)
     >>> query = trainer.start()          # or trainer.run() to block until done / SIGTERM
+    >>> query.stop(); trainer.monitor.close()   # run() closes the /metrics endpoint and MLflow run itself
     """
 
     STALE_RETRIES = STALE_RETRIES
@@ -73,13 +75,16 @@ class StreamTrainer:
         self.tables = Tables.from_config(cfg)
         self.store = FactorStore(spark, self.tables.factors)
         m = cfg.model
+        self.store.create(rank=m.rank, kind=m.kind, meta={"lr_schedule": m.lr_schedule})
+        self.store.check_compatible(rank=m.rank, kind=m.kind)
+        self.engine = resolve_engine(m.engine, self.store, m.local_max_rows)
         self.ctx = TrainerContext(cfg=cfg, tables=self.tables, store=self.store,
-                                  cache=ModelCache(self.store, rank=m.rank, local=m.engine == "local"),
+                                  cache=ModelCache(self.store, rank=m.rank, local=self.engine == "local",
+                                                   max_rows=m.local_max_rows, auto=m.engine == "auto"),
                                   lag=LagProbe(cfg.kafka.bootstrap_servers), fault_hook=fault_hook)
         self.stream_id: str | None = None
         self._started = threading.Event()
-        self.store.create(rank=m.rank, kind=m.kind, meta={"lr_schedule": m.lr_schedule})
-        self.store.check_compatible(rank=m.rank, kind=m.kind)
+        self.monitor = StreamMonitor(cfg, self.store)  # Prometheus endpoint, MLflow run (both off by default)
 
     @property
     def results(self) -> list[BatchResult]:
@@ -95,14 +100,15 @@ class StreamTrainer:
         return f"{self.cfg.app.checkpoint_root.rstrip('/')}/stream"
 
     def start(self):
-        s = self.cfg.stream
-        writer = (self.source().writeStream.queryName(f"{self.cfg.app.name}-trainer")
+        s, name = self.cfg.stream, f"{self.cfg.app.name}-trainer"
+        writer = (self.source().writeStream.queryName(name)
                   .option("checkpointLocation", self.checkpoint).foreachBatch(self.process_batch))
         if s.trigger == "available_now":
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=s.trigger_interval)
         self.ctx.check_replay = True
+        self.monitor.start(self.spark, name)
         query = writer.start()
         self.stream_id = str(query.id)
         self._started.set()
@@ -136,6 +142,7 @@ class StreamTrainer:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             self.ctx.lag.close()
+            self.monitor.close(failed=query.exception() is not None)
         exc = query.exception()
         if exc is not None:
             log.error("stream failed: %s", failure_cause(str(exc)))
@@ -145,7 +152,7 @@ class StreamTrainer:
     # ---- one micro-batch ------------------------------------------------------------------------
     def process_batch(self, batch_df: DataFrame, batch_id: int) -> None:
         self._started.wait(60)
-        MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run()
+        self.monitor.observe(MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run())
         if batch_id > 0 and batch_id % self.cfg.stream.maintenance_every == 0:
             self.maintenance()
 
@@ -165,8 +172,31 @@ class StreamTrainer:
                  self.cfg.stream.vacuum_retention_hours, time.perf_counter() - t)
 
 
+def resolve_engine(engine: str, store: FactorStore, max_rows: int) -> str:
+    """``model.engine`` with ``auto`` resolved by the model's size when the stream starts."""
+    if engine != "auto":
+        return engine
+    meta = store.meta()
+    rows = meta.get("n_items")
+    rows = store.current().count() if rows is None else int(rows) + int(meta.get("n_users", 0))
+    chosen = "local" if rows <= max_rows else "spark"
+    log.info("model.engine = auto: %s (%d factor rows, model.local_max_rows = %d)", chosen, rows, max_rows)
+    return chosen
+
+
 def failure_cause(text: str) -> str:
-    """The line of a streaming query's exception that names the cause, not a stack frame."""
+    """The line of a streaming query's exception that names the cause, not a stack frame: the Python
+    exception of a failed ``foreachBatch`` (the last unindented line of its traceback), else the first
+    line naming an exception."""
+    if "Traceback (most recent call last)" in text:
+        body = text.rsplit("Traceback (most recent call last)", 1)[1].split("=== Streaming Query ===")[0]
+        lines = body.splitlines()[1:]
+        raised = [n for n, ln in enumerate(lines) if re.match(r"^[A-Za-z_][\w.]*: ", ln)]
+        if raised:
+            cause = lines[raised[0]].strip()
+            if cause.startswith("py4j.protocol.Py4JJavaError") and raised[0] + 1 < len(lines):
+                cause += " " + lines[raised[0] + 1].strip()  # the Java exception is on the next line
+            return cause[:2000]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("at ", "..."))]
     cause = next((ln for ln in lines if re.search(r"(Exception|Error|Fault)\w*:", ln)), lines[0] if lines else text)
     return cause[:2000]

@@ -25,11 +25,21 @@ def test_configuration_md_is_the_output_of_dsgd_config_reference():
         ".venv/bin/python -m dsgd config --reference > docs/configuration.md")
 
 
-def test_user_guide_lists_every_quarantine_reason():
-    from streaming.events import REASONS
+def _contract_reasons(text: str) -> list[tuple[str, str]]:
+    """The two-column ``| `reason` | meaning |`` rows of the event-contract section."""
+    section = re.split(r"^## (?:\d+\. )?The event contract$", text, flags=re.M)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([a-z_]+)` \| ([^|\n]*) \|$", section, flags=re.M)
 
-    documented = set(re.findall(r"^\| `([a-z_]+)` \| ", _guide(), flags=re.M))
-    assert set(REASONS) <= documented, f"reasons missing from the user guide: {set(REASONS) - documented}"
+
+def test_readme_and_user_guide_list_exactly_the_reasons_of_the_contract_reference():
+    """Names, descriptions and order, read from the one place they are defined (dsgd.core.contract)."""
+    from dsgd.core.contract import REASONS
+    from streaming.events import REASONS as SPARK_REASONS
+
+    assert SPARK_REASONS is REASONS
+    for path in (ROOT / "README.md", DOCS / "user-guide.md"):
+        assert _contract_reasons(path.read_text()) == list(REASONS.items()), (
+            f"{path.name}: the reason table differs from dsgd.core.contract.REASONS")
 
 
 def test_user_guide_lists_every_metrics_column():
@@ -42,7 +52,6 @@ def test_user_guide_lists_every_metrics_column():
 
 
 def test_every_dsgd_command_in_the_docs_exists():
-    import dsgd.ops.standalone  # noqa: F401 - registers `dsgd cluster`
     from dsgd.cli import build_parser
     from dsgd.cli.registry import COMMANDS
 
@@ -59,3 +68,12 @@ def test_files_the_docs_point_to_exist():
         assert (ROOT / rel).exists(), f"the docs reference {rel}, which does not exist"
     for link in re.findall(r"\]\(([\w-]+\.md)(?:#[\w-]+)?\)", text):
         assert (DOCS / link).exists(), f"broken link to docs/{link}"
+
+
+def test_monitoring_doc_lists_every_prometheus_metric():
+    from dsgd.core import metric_names
+
+    names = {v for k, v in vars(metric_names).items() if k.isupper() and isinstance(v, str)}
+    text = (DOCS / "monitoring.md").read_text()
+    documented = set(re.findall(r"^\| `(dsgd_[a-z_]+?)(?:_total)?(?:\{[a-z,]+\})?` \|", text, flags=re.M))
+    assert names <= documented, f"metrics missing from docs/monitoring.md: {names - documented}"

@@ -20,8 +20,9 @@ from dsgd.core import columns as C
 from dsgd.core.config import ModelConfig
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
-#: ``[model]`` keys the estimator takes (the rating bounds are checks of the stream's ingestion).
-MODEL_KEYS = tuple(n for n in _FIELDS if n not in ("rating_min", "rating_max"))
+#: ``[model]`` keys the estimator takes: not the rating bounds (checks of the stream's ingestion) nor the
+#: driver-size limit of the stream's local engine (a fit's input is already in hand).
+MODEL_KEYS = tuple(n for n in _FIELDS if n not in ("rating_min", "rating_max", "local_max_rows"))
 DEFAULTS = ModelConfig()
 
 COLD_START_STRATEGIES = ("nan", "drop")
@@ -89,21 +90,31 @@ def resolve_bias(kind: str, use_bias: bool | None) -> bool:
     return kind == "explicit" or bool(use_bias)
 
 
+def default_of(name: str) -> Any:
+    """The estimator's default of ``name`` (``use_bias``: None, the kind's default)."""
+    if name in OWN:
+        return OWN[name][0]
+    return None if name == "use_bias" else _FIELDS[name].default
+
+
+def doc_of(name: str) -> str:
+    """The contract of ``name``: the declaration's doc plus its allowed values or range."""
+    if name in OWN:
+        return OWN[name][1]
+    meta = _FIELDS[name].metadata
+    doc = meta["doc"]
+    if meta.get("choices"):
+        doc += f" Supported values: {', '.join(repr(c) for c in meta['choices'])}."
+    elif meta.get("lo") is not None:
+        doc += f" Range {meta['lo']:g}..{meta['hi']:g}."
+    if name == "use_bias":
+        doc += " None: the kind's default (on for explicit, off for implicit)."
+    return doc
+
+
 def docstring() -> str:
     """The numpydoc ``Parameters`` section, generated from the declarations."""
     lines = ["Parameters", "----------"]
     for name in PARAM_NAMES:
-        if name in OWN:
-            default, doc = OWN[name]
-        else:
-            f = _FIELDS[name]
-            default, doc = (None if name == "use_bias" else f.default), f.metadata["doc"]
-            meta = f.metadata
-            if meta.get("choices"):
-                doc += f" Supported values: {', '.join(repr(c) for c in meta['choices'])}."
-            elif meta.get("lo") is not None:
-                doc += f" Range {meta['lo']:g}..{meta['hi']:g}."
-            if name == "use_bias":
-                doc += " None: the kind's default (on for explicit, off for implicit)."
-        lines += [f"{name} : default {default!r}", f"    {doc}"]
+        lines += [f"{name} : default {default_of(name)!r}", f"    {doc_of(name)}"]
     return "\n".join(lines)

@@ -42,9 +42,9 @@ class SparkViews:
         """
         return self._factors_df(self.items)
 
-    def _factors_df(self, side: SideFactors) -> Any:
+    def _factors_df(self, side: SideFactors, spark: Any = None) -> Any:
         table = side.to_arrow().select([C.ID, C.VEC, C.BIAS, C.COUNT])
-        return _active_spark().createDataFrame(table).select(C.ID, C.VEC, C.BIAS, C.COUNT)
+        return (spark or _active_spark()).createDataFrame(table).select(C.ID, C.VEC, C.BIAS, C.COUNT)
 
     def _transform_spark(self, df: Any, strategy: str) -> Any:
         """Join each row with its factors and score the pairs in Python workers with :meth:`_score_rows`'
@@ -57,10 +57,12 @@ class SparkViews:
         if missing:
             raise ValueError(f"transform: the DataFrame lacks column(s) {', '.join(missing)}")
         types = dict(df.dtypes)
-        uf = self.userFactors.select(F.col(C.ID).alias("__u"), F.col(C.VEC).alias("__uv"),
-                                     F.col(C.BIAS).alias("__ub"))
-        itf = self.itemFactors.select(F.col(C.ID).alias("__i"), F.col(C.VEC).alias("__iv"),
-                                      F.col(C.BIAS).alias("__ib"))
+        # the input's own session: tuning fits and transforms in threads, where no session is "active"
+        spark = df.sparkSession
+        uf = self._factors_df(self.users, spark).select(F.col(C.ID).alias("__u"), F.col(C.VEC).alias("__uv"),
+                                                        F.col(C.BIAS).alias("__ub"))
+        itf = self._factors_df(self.items, spark).select(F.col(C.ID).alias("__i"), F.col(C.VEC).alias("__iv"),
+                                                         F.col(C.BIAS).alias("__ib"))
         how = "inner" if strategy == "drop" else "left"
         j = (df.withColumn("__uk", _spark_id(df, ucol, types)).withColumn("__ik", _spark_id(df, icol, types))
              .join(F.broadcast(uf), F.col("__uk") == F.col("__u"), how)

@@ -7,7 +7,6 @@ and the server score, and what goes to and comes from Arrow (and so Spark and De
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dsgd.core import columns as C
+from dsgd.core.arrays import first_positions
 from dsgd.core.hashing import init_vectors
 
 
@@ -25,20 +25,43 @@ def vector_matrix(col: Any, rank: int) -> np.ndarray:
     return np.stack([np.asarray(v, np.float32) for v in col]).reshape(len(col), rank)
 
 
-@dataclass
 class SideFactors:
-    """One side (users or items) of a model; rows are appended as new ids appear."""
+    """One side (users or items) of a model; rows are appended as new ids appear.
 
-    keys: np.ndarray  # int64 [n], unique
-    ids: np.ndarray  # object [n] of str, aligned with keys
-    vec: np.ndarray  # float32 [n, rank]
-    bias: np.ndarray  # float32 [n]
-    count: np.ndarray  # int64 [n]
+    ``keys`` (int64, unique), ``ids`` (str objects), ``vec`` (float32 ``[n, rank]``), ``bias`` (float32)
+    and ``count`` (int64) are views of growable buffers: adding ``m`` rows costs ``O(m)`` amortized
+    (capacity doubles), and the sorted key index is merged, not rebuilt, so a batch's cost does not grow
+    with the model. ``changed`` flags the rows a training step updated (set by the kernel and by
+    :meth:`ensure`; cleared with :meth:`clear_changed`).
+    """
 
-    def __post_init__(self) -> None:
-        self.keys = np.ascontiguousarray(self.keys, dtype=np.int64)
-        self.ids = np.asarray(self.ids, dtype=object)
-        self._sorted: np.ndarray | None = None
+    def __init__(self, keys: np.ndarray, ids: np.ndarray, vec: np.ndarray, bias: np.ndarray,
+                 count: np.ndarray) -> None:
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        n = keys.shape[0]
+        vec = np.asarray(vec, dtype=np.float32)
+        self._n = n
+        self._keys = keys.copy()
+        self._ids = np.asarray(ids, dtype=object).copy()
+        self._vec = np.ascontiguousarray(vec.reshape(n, vec.shape[-1] if vec.ndim == 2 else 0)).copy()
+        self._bias = np.ascontiguousarray(bias, dtype=np.float32).copy()
+        self._count = np.ascontiguousarray(count, dtype=np.int64).copy()
+        self._changed = np.zeros(n, dtype=np.bool_)
+        if not (self._ids.shape[0] == self._vec.shape[0] == self._bias.shape[0] == self._count.shape[0] == n):
+            raise ValueError("keys, ids, vec, bias and count must have the same number of rows")
+        self._order: np.ndarray | None = None  # rows in key order
+        self._sorted_keys: np.ndarray | None = None
+
+    keys = property(lambda self: self._keys[:self._n])
+    ids = property(lambda self: self._ids[:self._n])
+    vec = property(lambda self: self._vec[:self._n])
+    bias = property(lambda self: self._bias[:self._n])
+    count = property(lambda self: self._count[:self._n])
+    changed = property(lambda self: self._changed[:self._n])
+
+    @property
+    def rank(self) -> int:
+        return int(self._vec.shape[1])
 
     @classmethod
     def empty(cls, rank: int) -> SideFactors:
@@ -84,48 +107,81 @@ class SideFactors:
 
     def copy(self) -> SideFactors:
         """A deep copy (training updates the arrays in place)."""
-        return SideFactors(self.keys.copy(), self.ids.copy(), self.vec.copy(), self.bias.copy(), self.count.copy())
+        out = SideFactors(self.keys, self.ids, self.vec, self.bias, self.count)
+        out._changed[:] = self.changed
+        return out
 
     def __len__(self) -> int:
-        return int(self.keys.shape[0])
+        return self._n
+
+    def clear_changed(self) -> None:
+        self._changed[:self._n] = False
+
+    def sorted_rows(self) -> np.ndarray:
+        """Row positions in key order (maintained incrementally; do not modify)."""
+        self._ensure_order()
+        return self._order
+
+    def _ensure_order(self) -> None:
+        if self._order is None:
+            self._order = np.argsort(self.keys, kind="stable").astype(np.int64)
+            self._sorted_keys = self.keys[self._order]
 
     def index_of(self, keys: np.ndarray) -> np.ndarray:
         """Row of each key, int64, -1 where absent."""
         keys = np.asarray(keys, dtype=np.int64)
-        if len(self) == 0:
+        if self._n == 0:
             return np.full(keys.shape, -1, np.int64)
-        if self._sorted is None:
-            self._sorted = np.argsort(self.keys, kind="stable")
-            self._sorted_keys = self.keys[self._sorted]  # kept: a lookup of a few keys must not copy them all
+        self._ensure_order()
         sk = self._sorted_keys
         pos = np.minimum(np.searchsorted(sk, keys), len(sk) - 1)
-        return np.where(sk[pos] == keys, self._sorted[pos], -1).astype(np.int64)
+        return np.where(sk[pos] == keys, self._order[pos], -1).astype(np.int64)
 
     def ensure(self, ids: Any, keys: np.ndarray, rank: int, seed: int, scale: float, side: str) -> np.ndarray:
-        """Add the keys not yet present (in order of first appearance, with :func:`init_vectors` and zero
-        bias/count) and return the row of every given key."""
+        """Add the keys not yet present (in order of first appearance, with :func:`init_vectors`, zero
+        bias and count, flagged changed) and return the row of every given key."""
         keys = np.asarray(keys, dtype=np.int64)
         ids = np.asarray(ids, dtype=object)
         if ids.shape != keys.shape:
             raise ValueError("ids and keys must be aligned")
-        if self.vec.shape[1] != rank:
-            raise ValueError(f"rank {rank} does not match the stored vectors' rank {self.vec.shape[1]}")
-        missing = self.index_of(keys) < 0
+        if self.rank != rank:
+            raise ValueError(f"rank {rank} does not match the stored vectors' rank {self.rank}")
+        rows = self.index_of(keys)
+        missing = rows < 0
         if missing.any():
             mk = keys[missing]
-            _, first = np.unique(mk, return_index=True)
-            first.sort()
+            first = first_positions(mk)
             new_keys = mk[first]
-            new_ids = np.array([str(x) for x in ids[missing][first]], dtype=object)
-            n = new_keys.shape[0]
-            self.keys = np.concatenate([self.keys, new_keys])
-            self.ids = np.concatenate([self.ids, new_ids])
-            self.vec = np.ascontiguousarray(np.concatenate([self.vec, init_vectors(new_keys, rank, seed,
-                                                                                    scale, side)]))
-            self.bias = np.concatenate([self.bias, np.zeros(n, np.float32)])
-            self.count = np.concatenate([self.count, np.zeros(n, np.int64)])
-            self._sorted = None
-        return self.index_of(keys)
+            self._append(new_keys, np.array([str(x) for x in ids[missing][first]], dtype=object),
+                         init_vectors(new_keys, rank, seed, scale, side))
+            rows = self.index_of(keys)
+        return rows
+
+    def _append(self, keys: np.ndarray, ids: np.ndarray, vec: np.ndarray) -> None:
+        n, m = self._n, keys.shape[0]
+        if n + m > self._keys.shape[0]:
+            self._grow(max(2 * self._keys.shape[0], n + m, 16))
+        self._keys[n:n + m], self._ids[n:n + m], self._vec[n:n + m] = keys, ids, vec
+        self._bias[n:n + m] = 0.0
+        self._count[n:n + m] = 0
+        self._changed[n:n + m] = True
+        self._n = n + m
+        if self._order is not None:  # merge the new keys into the sorted index: O(n + m log m), no re-sort
+            by_key = np.argsort(keys, kind="stable")
+            pos = np.searchsorted(self._sorted_keys, keys[by_key])
+            self._order = np.insert(self._order, pos, n + by_key.astype(np.int64))
+            self._sorted_keys = np.insert(self._sorted_keys, pos, keys[by_key])
+
+    def _grow(self, capacity: int) -> None:
+        n = self._n
+
+        def grown(buf: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.full((capacity, *buf.shape[1:]), fill, dtype=buf.dtype)
+            out[:n] = buf[:n]
+            return out
+
+        self._keys, self._ids, self._vec = grown(self._keys, 0), grown(self._ids, None), grown(self._vec, 0.0)
+        self._bias, self._count, self._changed = grown(self._bias, 0.0), grown(self._count, 0), grown(self._changed, False)
 
 
 def list_array(mat: np.ndarray) -> pa.Array:

@@ -13,6 +13,7 @@ from dsgd.core.hashing import GOLDEN_U64, INV_2_53, splitmix64
 from dsgd.core.params import KernelParams
 
 _S11 = np.uint64(11)
+_NO_FLAGS = np.zeros(0, np.bool_)
 
 
 @njit(cache=True, nogil=True, fastmath=True, inline="always")
@@ -61,12 +62,14 @@ def _draw(state, pool_n, cum, popularity):
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _run_sorted(U, bu, ucnt, V, bi, icnt, u_idx, i_idx, r, neg_pool, cum,
-                lr, reg, mu, implicit, use_bias, negatives, popularity, seed):
+                lr, reg, mu, implicit, use_bias, negatives, popularity, seed, uchg, ichg):
     """The SGD loop over time-sorted events; returns the sum of squared errors of the positives.
 
     Explicit and implicit feedback get separate loops so the explicit one stays as tight as a minimal
-    SGD loop. (Counts are added by :func:`_check_and_count`.)
+    SGD loop. (Counts are added by :func:`_check_and_count`.) Every updated row is flagged in
+    ``uchg``/``ichg`` when they are non-empty (the changed rows a caller writes back).
     """
+    mark = uchg.shape[0] > 0
     lr32 = np.float32(lr)
     reg32 = np.float32(reg)
     sse = 0.0
@@ -81,6 +84,10 @@ def _run_sorted(U, bu, ucnt, V, bi, icnt, u_idx, i_idx, r, neg_pool, cum,
             for n in range(n_events):
                 e = _sgd_step(U, bu, V, bi, u_idx[n], i_idx[n], r[n], lr32, reg32, mu32, False)
                 sse += np.float64(e) * np.float64(e)
+        if mark:
+            for n in range(n_events):
+                uchg[u_idx[n]] = True
+                ichg[i_idx[n]] = True
         return sse
     zero = np.float32(0.0)
     one = np.float32(1.0)
@@ -92,11 +99,16 @@ def _run_sorted(U, bu, ucnt, V, bi, icnt, u_idx, i_idx, r, neg_pool, cum,
         i = i_idx[n]
         e = _sgd_step(U, bu, V, bi, u, i, one, lr32, reg32, zero, use_bias)
         sse += np.float64(e) * np.float64(e)
+        if mark:
+            uchg[u] = True
+            ichg[i] = True
         for _ in range(n_neg):
             pos, state = _draw(state, pool_n, cum, popularity)
             j = neg_pool[pos]
             if j != i:
                 _sgd_step(U, bu, V, bi, u, j, zero, lr32, reg32, zero, use_bias)
+                if mark:
+                    ichg[j] = True
     return sse
 
 
@@ -163,7 +175,8 @@ def prepare_negatives(neg_pool: np.ndarray | None, neg_weight: np.ndarray | None
 def run_block(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi: np.ndarray,
               icnt: np.ndarray, u_idx: np.ndarray, i_idx: np.ndarray, r: np.ndarray, ts: np.ndarray,
               seq: np.ndarray, neg_pool: np.ndarray | None, neg_weight: np.ndarray | None,
-              params: KernelParams, seed: int, count: bool = True) -> tuple[float, int]:
+              params: KernelParams, seed: int, count: bool = True, changed: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[float, int]:
     """SGD over one block's events in ``(ts, seq)`` order, updating the factor arrays in place.
 
     Parameters
@@ -188,6 +201,8 @@ def run_block(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi
     count : bool
         Add the block's positives to ``ucnt``/``icnt``. Engines count only in the first epoch over a batch,
         so counts are events seen (item popularity), not events x epochs.
+    changed : (bool [nU], bool [nI]), optional
+        Flags set for every user and item row the block updated (e.g. :attr:`SideFactors.changed`).
 
     Returns
     -------
@@ -220,8 +235,12 @@ def run_block(U: np.ndarray, bu: np.ndarray, ucnt: np.ndarray, V: np.ndarray, bi
     if not ordered:
         order = np.lexsort((seq, ts))
         u_idx, i_idx, r = u_idx[order], i_idx[order], r[order]
+    uchg, ichg = changed if changed is not None else (_NO_FLAGS, _NO_FLAGS)
+    if changed is not None and (uchg.shape[0] != U.shape[0] or ichg.shape[0] != V.shape[0] or uchg.dtype != np.bool_
+                                or ichg.dtype != np.bool_):
+        raise ValueError("changed must be two bool arrays with one flag per row of U and of V")
     sse = _run_sorted(U, bu, ucnt, V, bi, icnt, u_idx, i_idx, r, pool, cum,
                       float(params.lr), float(params.reg), float(params.mu), bool(params.implicit),
                       bool(params.use_bias), int(params.negatives), popularity,
-                      np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))
+                      np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), uchg, ichg)
     return float(sse), int(n)

@@ -72,9 +72,9 @@ def train_epochs(users: SideFactors, items: SideFactors, u_keys: np.ndarray, i_k
     blocks = _group_by_block(block_of(u_keys, d), block_of(i_keys, d), d)
     ev = {blk: (u_idx[p], i_idx[p], r[p], ts[p], seq[p]) for blk, p in blocks.items()}
 
-    item_block = block_of(items.keys, d)
-    by_key = np.argsort(items.keys, kind="stable")
-    pools = [by_key[item_block[by_key] == b].astype(np.int64) for b in range(d)]
+    by_key = items.sorted_rows()
+    item_block = block_of(items.keys[by_key], d)
+    pools = [by_key[item_block == b] for b in range(d)]
     popularity = params.negative_sampling == "popularity" and params.implicit
 
     stats: list[dict] = []
@@ -93,7 +93,8 @@ def train_epochs(users: SideFactors, items: SideFactors, u_keys: np.ndarray, i_k
                         continue
                     weight = (items.count[pools[ib]] + 1).astype(np.float64) if popularity else None
                     args = (users.vec, users.bias, users.count, items.vec, items.bias, items.count,
-                            *ev[(b, int(ib))], pools[ib], weight, p, mix_seed(seed, batch_id, e, s, b), e == 0)
+                            *ev[(b, int(ib))], pools[ib], weight, p, mix_seed(seed, batch_id, e, s, b), e == 0,
+                            (users.changed, items.changed))
                     jobs.append(args)
                 if pool_exec is None or len(jobs) < 2:
                     results = [run_block(*a) for a in jobs]

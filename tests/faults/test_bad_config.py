@@ -1,6 +1,6 @@
 """Item 11: every invalid key or value fails at start-up (exit 2) naming the key and what is allowed.
 
-The cases are generated from the declarations in dsgd/core/config.py, so a new key is covered automatically.
+The cases are generated from the declarations in dsgd/core/config_keys.py, so a new key is covered automatically.
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ def test_regression_stream_failure_log_names_the_cause_not_a_stack_frame(caplog)
 
     trainer = StreamTrainer.__new__(StreamTrainer)
     trainer.ctx = types.SimpleNamespace(lag=LagProbe("127.0.0.1:9"))
+    trainer.monitor = types.SimpleNamespace(close=lambda failed: None)
     trainer.start = _Query  # type: ignore[method-assign]
     caplog.set_level(logging.ERROR, logger="dsgd.stream")
     assert trainer.run() == 1

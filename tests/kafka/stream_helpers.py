@@ -22,8 +22,10 @@ BAD_RECORDS: list[tuple[bytes | None, str]] = [
     (b'{"user": "u1", "item": [1, 2]}', "bad_item"),
     (b'{"user": "' + b"x" * 600 + b'", "item": "i1"}', "bad_user"),
     (b'{"user": "u1", "item": "i1", "rating": "lots"}', "bad_rating"),
-    (b'{"user": "u1", "item": "i1", "rating": NaN}', "non_finite_rating"),
-    (b'{"user": "u1", "item": "i1", "rating": Infinity}', "non_finite_rating"),
+    (b'{"user": "u1", "item": "i1", "rating": NaN}', "malformed_json"),  # NaN is not JSON
+    (b'{"user": "u1", "item": "i1", "rating": 1e400}', "non_finite_rating"),
+    (b'{"user": "u1", "item": "i1", "rating": -1e39}', "non_finite_rating"),  # beyond a 32-bit float
+    (b'{"user": true, "item": "i1"}', "bad_user"),
     (b'{"user": "u1", "item": "i1", "ts": "yesterday"}', "bad_ts"),
     (b'{"user": "u1", "item": "i1", "ts": -5}', "bad_ts"),
     (b"x" * (1 << 20 + 1), "value_too_large"),

@@ -16,7 +16,7 @@ def test_conf_file_documents_every_declared_key_with_its_default():
     for sec, cls in SECTIONS.items():
         declared = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                     for f in dataclasses.fields(cls)}
-        assert data[sec] == declared, f"conf/dsgd.toml [{sec}] differs from dsgd/core/config.py"
+        assert data[sec] == declared, f"conf/dsgd.toml [{sec}] differs from dsgd/core/config_keys.py"
 
 
 def test_profile_file_and_overrides_apply_in_order(tmp_path):

@@ -33,3 +33,17 @@ def test_a_failed_lag_probe_rests_instead_of_delaying_every_batch():
     assert probe.lag(offs) == -1
     assert time.monotonic() - t0 < 0.5
     probe.close()
+
+
+def test_a_failed_batch_is_logged_by_its_python_exception_not_the_proxy_wrapper():
+    from streaming.trainer import failure_cause
+
+    text = ("org.apache.spark.sql.execution.streaming.sources.ForeachBatchUserFuncException: [FOREACH_BATCH_USER_"
+            "FUNCTION_ERROR] Reason: An exception was raised by the Python Proxy. Return Message: Traceback (most "
+            "recent call last):\n  File \"/x/pipeline.py\", line 98, in run\n    raise e\n"
+            "streaming.model_state.ModelTooLarge: the model holds 200 factor rows\n\tat org.apache.Foo(Foo.java:1)\n\n"
+            "=== Streaming Query ===\nIdentifier: dsgd-trainer [id = 1, runId = 2]\nCurrent Committed Offsets: {}")
+    assert failure_cause(text) == "streaming.model_state.ModelTooLarge: the model holds 200 factor rows"
+    wrapped = ("Traceback (most recent call last):\n  File \"a.py\", line 1\npy4j.protocol.Py4JJavaError: An error "
+               "occurred while calling o7.save.\n: io.delta.exceptions.ConcurrentAppendException: Files were added")
+    assert failure_cause(wrapped).endswith("ConcurrentAppendException: Files were added")

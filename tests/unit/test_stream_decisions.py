@@ -109,3 +109,22 @@ def test_the_log_line_says_when_a_batch_had_no_model_to_evaluate_against():
     line = D.log_line(later, 100)
     assert "dcg@100=0.4000 (pop 0.3000, 10 events)" in line and "loss=0.2000" in line
     assert line.endswith("ALERT data loss: 3 records")
+
+
+def test_popularity_ranks_from_the_count_histogram_equal_a_sort():
+    from streaming.evaluate import popularity_ranks
+
+    rng = np.random.default_rng(3)
+    count = rng.integers(0, 20, 500)
+    targets = rng.integers(0, 500, 200)
+    want = 1 + (count[None, :] > count[targets][:, None]).sum(axis=1)
+    assert np.array_equal(popularity_ranks(count, targets), want)
+
+
+def test_the_evaluation_sample_shrinks_with_the_catalogue_but_never_to_zero():
+    from streaming.evaluate import sample_size
+
+    assert sample_size(20000, 100_000_000, 1000) == 20000
+    assert sample_size(20000, 100_000_000, 10**6) == 100
+    assert sample_size(20000, 100_000_000, 10**10) == 1
+    assert sample_size(0, 100_000_000, 10) == 0
