@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from dsgd.core import metric_names as N
 from tests.serve.conftest import RANK
 from tests.serve.helpers import Server, wait_for
 
@@ -91,4 +92,4 @@ def _failures(srv) -> dict:
 
     text = httpx.get(f"{srv.url}/metrics", timeout=10).text
     return {s.labels.get("table"): s.value for f in text_string_to_metric_families(text)
-            if f.name == "dsgd_serve_reload_failures" for s in f.samples}
+            if f.name == N.SERVE_RELOAD_FAILURES for s in f.samples}
