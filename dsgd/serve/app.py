@@ -28,18 +28,22 @@ import anyio.to_thread
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
 
 from dsgd import __version__
 from dsgd.core.config import Config
 from dsgd.serve.guard import Guard
 from dsgd.serve.holder import Holder
 from dsgd.serve.metrics import CONTENT_TYPE
-from dsgd.serve.service import BadRequest, Event, NotReady, Service
+from dsgd.serve.service import BadRequest, NotReady, Service
 
 log = logging.getLogger("dsgd.serve")
 
 Id = StrictStr | StrictInt  # ids are taken by their JSON text, like the event contract's
+#: A field the event contract checks (dsgd.core.contract.parse_fields), so it accepts any JSON value here.
+ContractId = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}]})]
+ContractNumber = Annotated[Any, WithJsonSchema({"type": "number"})]
+ContractTime = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}]})]
 K = Annotated[int | None, Query(description="list length (1..serve.max_k; default serve.default_k)")]
 ExcludeSeen = Annotated[bool | None, Query(description="leave out the user's seen items (default serve.exclude_seen)")]
 Include = Annotated[list[str] | None, Query(description="only these items may be recommended (repeat the parameter)")]
@@ -47,9 +51,14 @@ Exclude = Annotated[list[str] | None, Query(description="these items are never r
 
 
 class EventIn(BaseModel):
+    """One event of a fold-in request, checked with the event contract (a bad value: 422 naming the field and
+    the contract's reason)."""
+
     model_config = ConfigDict(extra="forbid")
-    item: Id = Field(description="item id")
-    rating: float | None = Field(None, description="explicit models: the rating; implicit: an optional weight")
+    item: ContractId = Field(None, description="item id (a string, or an integer taken by its text)")
+    rating: ContractNumber = Field(None, description="explicit models: the rating (required, within model.rating_min"
+                                   "..rating_max); implicit: an optional weight >= 0")
+    ts: ContractTime = Field(None, description="event time: epoch ms or RFC 3339 with an offset (checked, optional)")
 
 
 class RecommendRequest(BaseModel):
@@ -57,7 +66,7 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     users: list[Id] | None = Field(None, description="user ids (at most serve.max_batch_users)")
-    user: Id | None = Field(None, description="with events: the user they belong to (optional)")
+    user: ContractId = Field(None, description="with events: the user they belong to (optional; the contract's id rules)")
     events: list[EventIn] | None = Field(None, description="the user's recent events, oldest first")
     k: StrictInt | None = Field(None, description="list length (1..serve.max_k)")
     exclude_seen: StrictBool | None = Field(None, description="leave out items the user has events on")
@@ -122,7 +131,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(BadRequest)
     async def bad(_request, exc: BadRequest) -> Response:
-        return _error(exc.parameter, exc.message, exc.status)
+        return _error(exc.parameter, exc.message, exc.status, **({"reason": exc.reason} if exc.reason else {}))
 
     @app.exception_handler(NotReady)
     async def not_ready(_request, exc: NotReady) -> Response:
@@ -164,8 +173,8 @@ def create_app(cfg: Config, holder: Holder, *, token: str = "") -> FastAPI:
             res = svc.for_users(_ids(body.users) or [], **opts)
             return _json({"model_version": svc.state().version if not res else res[0]["model_version"],
                           "results": res})
-        events = [Event(str(e.item), e.rating) for e in body.events or []]
-        return _json(svc.for_events(None if body.user is None else str(body.user), events, **opts))
+        events = [e.model_dump(exclude_unset=True) for e in body.events or []]
+        return _json(svc.for_events(body.user, events, **opts))
 
     @app.get("/items/{item}/similar", response_model=Similar)
     def similar(item: str, k: K = None) -> Response:

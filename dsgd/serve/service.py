@@ -10,8 +10,8 @@ restricts the candidates to its items.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from dsgd.core.blend import Recs, UserFactors, events_ptr
 from dsgd.core.config import Config
+from dsgd.core.contract import REASON_FIELDS, REASONS, canonical_id, parse_fields
 from dsgd.serve.batching import Coalescer
 from dsgd.serve.holder import Holder
 from dsgd.serve.state import Served
@@ -31,9 +32,9 @@ MAX_FILTER_ITEMS = 10_000
 class BadRequest(Exception):
     """A request the service refuses: ``status`` (4xx), the ``parameter`` at fault and why."""
 
-    def __init__(self, parameter: str, message: str, status: int = 400) -> None:
+    def __init__(self, parameter: str, message: str, status: int = 400, reason: str | None = None) -> None:
         super().__init__(message)
-        self.parameter, self.message, self.status = parameter, message, status
+        self.parameter, self.message, self.status, self.reason = parameter, message, status, reason
 
 
 class NotReady(Exception):
@@ -79,9 +80,33 @@ class Service:
 
     @staticmethod
     def check_id(parameter: str, value: str) -> str:
+        """``value`` if it is a valid id by the event contract (:func:`dsgd.core.contract.canonical_id`)."""
         if not 1 <= len(value) <= MAX_ID_CHARS:
             raise BadRequest(parameter, f"{parameter} must be 1..{MAX_ID_CHARS} characters, got {len(value)}")
+        if canonical_id(value) != value:
+            raise BadRequest(parameter, f"{parameter} is not a valid id: it holds a control character or starts or "
+                             "ends with whitespace (the event contract)")
         return value
+
+    def contract_events(self, st: Served, user: object, events: Sequence[Mapping[str, object]]
+                        ) -> tuple[str | None, list[Event]]:
+        """A fold-in request's user and events (decoded JSON values) checked with the event contract's
+        reference (:func:`dsgd.core.contract.parse_fields`, the rules every Kafka record meets; the
+        model's kind and ``model.rating_min``/``rating_max``): canonical ids, float32 ratings. A bad one
+        is a 422 naming the field (``events[2].rating``) and the contract's reason."""
+        uid = None if user is None else canonical_id(user)
+        if user is not None and uid is None:
+            raise BadRequest("user", f"user: bad_user: {REASONS['bad_user']}", 422, reason="bad_user")
+        m, explicit, now = self.cfg.model, st.factors.meta.get("kind") == "explicit", int(time.time() * 1000)
+        out = []
+        for j, e in enumerate(events):
+            got = parse_fields({**e, "user": uid or "anonymous"}, default_ts_ms=now, explicit=explicit,
+                               rating_min=m.rating_min, rating_max=m.rating_max)
+            if isinstance(got, str):
+                name = f"events[{j}].{REASON_FIELDS.get(got, 'item')}"
+                raise BadRequest(name, f"{name}: {got}: {REASONS[got]}", 422, reason=got)
+            out.append(Event(got.item, got.rating))
+        return uid, out
 
     def _item_rows(self, st: Served, parameter: str, ids: Sequence[str]) -> np.ndarray:
         if len(ids) > MAX_FILTER_ITEMS:
@@ -123,20 +148,20 @@ class Service:
         recs = self._recommend(st, st.users(ids), k, excl, cand)
         return [self._answer(st, u, r) for u, r in zip(ids, recs, strict=True)]
 
-    def for_events(self, user: str | None, events: Sequence[Event], *, k: int | None = None,
+    def for_events(self, user: object, raw_events: Sequence[Mapping[str, object]], *, k: int | None = None,
                    exclude_seen: bool | None = None, include: Sequence[str] | None = None,
                    exclude: Sequence[str] | None = None) -> dict[str, Any]:
-        """Top-``k`` for a user (known, unknown or anonymous) folded in from ``events`` (oldest first)
-        against the fixed item factors (:mod:`dsgd.core.foldin_rule`)."""
+        """Top-``k`` for a user (known, unknown or anonymous: None) folded in from ``raw_events`` (decoded
+        JSON objects with ``item``, optional ``rating`` and ``ts``; oldest first; checked with the event
+        contract) against the fixed item factors (:mod:`dsgd.core.foldin_rule`)."""
         st = self.state()
         k = self.k(k)
-        if user is not None:
-            self.check_id("user", user)
-        if not 1 <= len(events) <= self.cfg.serve.max_events:
+        if not 1 <= len(raw_events) <= self.cfg.serve.max_events:
             raise BadRequest("events", f"events must hold 1..{self.cfg.serve.max_events} events (serve.max_events), "
-                             f"got {len(events)}")
+                             f"got {len(raw_events)}")
+        user, events = self.contract_events(st, user, raw_events)
         ratings = self._ratings(st, events)
-        rows = st.model.rows_of([self.check_id(f"events[{j}].item", e.item) for j, e in enumerate(events)])
+        rows = st.model.rows_of([e.item for e in events])
         used = rows >= 0
         cand, ex = self._filters(st, include, exclude)
         uf = st.users([user]) if user is not None else UserFactors.one(st.model.rank)
@@ -148,18 +173,17 @@ class Service:
         return self._answer(st, user, rec, events_used=int(used.sum()), events_ignored=int((~used).sum()))
 
     def _ratings(self, st: Served, events: Sequence[Event]) -> np.ndarray | None:
+        """The events' ratings (explicit) or weights (implicit, default 1); the contract checked them already
+        (an explicit model's rating is present and in bounds), an implicit weight must not be negative."""
         explicit = st.factors.meta.get("kind") == "explicit"
         if not explicit and all(e.rating is None for e in events):
             return None
         out = np.ones(len(events), np.float32)
         for j, e in enumerate(events):
-            if e.rating is None:
-                if explicit:
-                    raise BadRequest(f"events[{j}].rating", f"events[{j}].rating is required: the model is explicit")
-            elif not math.isfinite(e.rating) or (not explicit and e.rating < 0):
-                raise BadRequest(f"events[{j}].rating", f"events[{j}].rating must be a finite number"
-                                 f"{'' if explicit else ' >= 0 (an implicit event weight)'}, got {e.rating}")
-            else:
+            if e.rating is not None and not explicit and e.rating < 0:
+                raise BadRequest(f"events[{j}].rating", f"events[{j}].rating must be >= 0 (an implicit event "
+                                 f"weight), got {e.rating}")
+            if e.rating is not None:
                 out[j] = e.rating
         return out
 
@@ -175,8 +199,6 @@ class Service:
 
     def ready(self) -> dict[str, Any]:
         """Readiness: the served version, its age, sizes and the last reload (raises NotReady before one)."""
-        import time
-
         st = self.state()
         commit = st.commit_time if st.commit_time is not None else st.loaded_at
         return {"ready": True, "model_version": st.version, "model_age_s": round(max(0.0, time.time() - commit), 3),

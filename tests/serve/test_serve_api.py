@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from dsgd.core import metric_names as N
+from dsgd.core.contract import REASONS, parse_fields
 from tests.serve.helpers import Server, cluster_of, planted_events
 
 pytestmark = pytest.mark.spark
@@ -140,12 +142,26 @@ BAD = [  # (method, path or body, expected status, parameter)
     ("post", {"users": ["u1"], "colour": "red"}, 422, "colour"),
     ("post", {"events": []}, 400, "events"),
     ("post", {"events": [{"item": "i1_1"}] * 51}, 400, "events"),
-    ("post", {"events": [{"item": ["i1_1"]}]}, 422, "events[0].item"),
-    ("post", {"events": [{"item": "i1_1", "rating": "high"}]}, 422, "events[0].rating"),
     ("post", {"events": [{"item": "i1_1"}, {"item": "i1_2", "rating": -1}]}, 400, "events[1].rating"),
-    ("post", {"events": [{"rating": 1.0}]}, 422, "events[0].item"),
-    ("post", {"events": [{"item": "i1_1"}], "user": "y" * 600}, 400, "user"),
+    ("post", {"events": [{"item": "i1_1"}], "k": 5, "user": True}, 422, "user"),
+    ("post", {"events": [{"item": "i1_1", "weight": 2}]}, 422, "events[0].weight"),
     ("post", {"users": ["u1"] * 5, "pad": "z" * 5000}, 413, "body"),
+]
+#: Fold-in events the event contract refuses (dsgd.core.contract): (body, field, the contract's reason).
+CONTRACT = [
+    ({"events": [{"item": ["i1_1"]}]}, "events[0].item", "bad_item"),
+    ({"events": [{"item": 1.0}]}, "events[0].item", "bad_item"),
+    ({"events": [{"item": " i1_1"}]}, "events[0].item", "bad_item"),
+    ({"events": [{"item": "i1_1"}, {"item": "a\x07b"}]}, "events[1].item", "bad_item"),
+    ({"events": [{"item": 2**64}]}, "events[0].item", "bad_item"),
+    ({"events": [{"rating": 1.0}]}, "events[0].item", "missing_item"),
+    ({"events": [{"item": "   "}]}, "events[0].item", "missing_item"),
+    ({"events": [{"item": "i1_1", "rating": "high"}]}, "events[0].rating", "bad_rating"),
+    ({"events": [{"item": "i1_1", "rating": 1e39}]}, "events[0].rating", "non_finite_rating"),
+    ({"events": [{"item": "i1_1", "ts": "yesterday"}]}, "events[0].ts", "bad_ts"),
+    ({"events": [{"item": "i1_1", "ts": 8 * 10**15}]}, "events[0].ts", "bad_ts"),
+    ({"events": [{"item": "i1_1"}], "user": "y" * 600}, "user", "bad_user"),
+    ({"events": [{"item": "i1_1"}], "user": 1.5}, "user", "bad_user"),
 ]
 
 
@@ -161,6 +177,19 @@ def test_every_bad_request_is_a_4xx_naming_the_parameter(srv, method, what, stat
     assert r.status_code == status, r.text
     body = r.json()
     assert body["parameter"] == parameter and parameter.split("[")[0] in body["error"], body
+
+
+@pytest.mark.parametrize(("body", "field", "reason"), CONTRACT, ids=[f"{f}:{r}" for _, f, r in CONTRACT])
+def test_fold_in_events_are_checked_with_the_event_contract(srv, body, field, reason):
+    if field.startswith("events"):  # the reference itself gives this verdict for the same fields
+        ev = body["events"][int(field[7])]
+        assert parse_fields({"user": "u", **ev}, default_ts_ms=0, explicit=False, rating_min=0,
+                            rating_max=1) == reason
+    r = post(srv, body)
+    assert r.status_code == 422, r.text
+    got = r.json()
+    assert got["parameter"] == field and got["reason"] == reason, got
+    assert field in got["error"] and reason in got["error"] and REASONS[reason] in got["error"]
 
 
 def test_user_input_never_causes_a_500(srv):
@@ -189,7 +218,7 @@ def test_metrics_in_the_prometheus_text_format(srv):
     before = scrape()
 
     def count(fams, endpoint, status):
-        return sum(s.value for s in fams["dsgd_serve_requests"].samples
+        return sum(s.value for s in fams[N.SERVE_REQUESTS].samples
                    if s.name.endswith("_total") and s.labels == {"endpoint": endpoint, "status": status})
 
     for _ in range(7):
@@ -198,14 +227,18 @@ def test_metrics_in_the_prometheus_text_format(srv):
     after = scrape()
     assert count(after, "/health", "200") - count(before, "/health", "200") == 7
     assert count(after, "/users/{user}/recommendations", "400") - count(before, "/users/{user}/recommendations", "400") == 1
-    hist = {s.name for s in after["dsgd_serve_request_seconds"].samples}
-    assert {"dsgd_serve_request_seconds_bucket", "dsgd_serve_request_seconds_count", "dsgd_serve_request_seconds_sum"} <= hist
-    version = next(iter(after["dsgd_serve_model_version"].samples)).value
-    assert version == get(srv, "/ready").json()["model_version"]
-    assert next(iter(after["dsgd_serve_model_age_seconds"].samples)).value >= 0
-    assert any(s.value >= 1 for s in after["dsgd_serve_reloads"].samples if s.labels.get("table") == "factors")
-    assert "dsgd_serve_reload_failures" in after and "dsgd_serve_seen_pairs" in after
-    assert next(iter(after["dsgd_serve_seen_pairs"].samples)).value > 0
+    hist = {s.name for s in after[N.SERVE_REQUEST_SECONDS].samples}
+    assert {f"{N.SERVE_REQUEST_SECONDS}_{x}" for x in ("bucket", "count", "sum")} <= hist
+    version = next(iter(after[N.MODEL_VERSION].samples)).value  # the stream's name: one dashboard for both
+    ready = get(srv, "/ready").json()
+    assert version == ready["model_version"]
+    assert 0 <= next(iter(after[N.MODEL_AGE_SECONDS].samples)).value < ready["model_age_s"] + 60
+    assert next(iter(after[N.MODEL_COMMIT_TIMESTAMP].samples)).value > 1.7e9
+    build = next(iter(after[N.BUILD_INFO].samples))
+    assert build.value == 1 and build.labels["process"] == "serve"
+    assert any(s.value >= 1 for s in after[N.SERVE_RELOADS].samples if s.labels.get("table") == "factors")
+    assert N.SERVE_RELOAD_FAILURES in after and N.SERVE_SEEN_PAIRS in after
+    assert next(iter(after[N.SERVE_SEEN_PAIRS].samples)).value > 0
 
 
 def test_the_bearer_token_is_required_and_never_logged(planted, tmp_path):
