@@ -61,7 +61,7 @@ resolve_jars() {
   fi
   say "resolving jars of $pomdir with Maven into $target"
   rm -rf "$target.tmp" && mkdir -p "$target.tmp"
-  mvn -q -B -s "$MVN_SETTINGS" -f "$pomdir/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -s "$MVN_SETTINGS" -f "$pomdir/pom.xml" dependency:copy-dependencies \
       -DoutputDirectory="$target.tmp" >&2 || die "Maven could not resolve $pomdir/pom.xml (network needed on first setup)"
   if [[ -n "$dedup" ]]; then
     # drop jars whose artifact pyspark/jars already ships (any version)

@@ -211,9 +211,11 @@ def rollback(spark: SparkSession, cfg: Config, *, version: int | None = None, ti
         raise ValueError("rollback needs exactly one of version= or timestamp=")
     store = FactorStore(spark, Tables.from_config(cfg).factors)
     before = store.version()
+    if timestamp is not None:  # restored by the version it resolves to, so the answer can name it
+        version = store.version_at(timestamp)
     if version is not None and not 0 <= version <= before:
         raise ValueError(f"version {version} does not exist: the factors table has versions 0..{before}")
-    store.restore(version=version, timestamp=timestamp)
+    store.restore(version=version)
     meta = store.meta()
     out = {"restored_from": before, "restored_to_version": version, "restored_to_timestamp": timestamp,
            "factors_version": store.version(), "snapshot_id": meta.get("snapshot_id"),

@@ -4,7 +4,9 @@ The public API, imported lazily (``import dsgd`` starts no JVM and compiles noth
 
 - :class:`DSGD`, :class:`DSGDModel`: the batch estimator and its model (pandas or Spark input);
 - :func:`load_config`, :class:`Config`: the one typed, validated application config;
-- :func:`build_session`: a Delta- and Kafka-enabled SparkSession from a config;
+- :func:`build_session`: a Delta- and Kafka-enabled SparkSession from a config; :func:`spark_session`
+  the same from a profile (``spark = dsgd.spark_session(profile="local")``), :func:`table_path` the
+  absolute path of a warehouse table;
 - :class:`FactorStore`, :class:`Tables`: the model's Delta table and the warehouse layout;
 - :class:`SideFactors`: the in-memory factors of one side.
 
@@ -28,6 +30,8 @@ _EXPORTS = {
     "load_config": "dsgd.core.config",
     "SideFactors": "dsgd.core.factors",
     "build_session": "dsgd.store.session",
+    "spark_session": "dsgd.store.session",
+    "table_path": "dsgd.store.session",
     "FactorStore": "dsgd.store.factor_store",
     "Tables": "dsgd.store.tables",
 }

@@ -35,7 +35,7 @@ class LagProbe:
             from kafka import KafkaConsumer, TopicPartition
 
             if self._consumer is None:
-                self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=5000,
+                self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000,
                                                api_version_auto_timeout_ms=5000)
             tps = {part: TopicPartition(part.rsplit(":", 1)[0], int(part.rsplit(":", 1)[1])) for part in offsets}
             ends = self._consumer.end_offsets(list(tps.values()))
@@ -45,6 +45,22 @@ class LagProbe:
             log.warning("consumer lag unavailable for the next %.0f s (recorded as -1): %s", LAG_RETRY_S,
                         str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
             return -1
+
+    def missing_topics(self, topics: list[str]) -> list[str] | None:
+        """Which of ``topics`` the broker does not host; ``None`` if it cannot be asked (Spark's source
+        then reports what it finds)."""
+        try:
+            from kafka import KafkaConsumer
+
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000,
+                                               api_version_auto_timeout_ms=5000)
+            hosted = self._consumer.topics()
+        except Exception as exc:  # noqa: BLE001 - the check is a courtesy; the query's own error follows
+            log.warning("could not list the broker's topics (%s)", str(exc).splitlines()[0][:300] if str(exc)
+                        else type(exc).__name__)
+            return None
+        return [t for t in topics if t not in hosted]
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -87,6 +87,19 @@ class ModelCache:
         rows = self.store.load(side, version=version).limit(self.max_rows + 1)
         return SideFactors.from_arrow(rows.toArrow(), self.rank)
 
+    def after_maintenance(self, res: Any, head: ModelHead | None, only_maintenance: bool) -> bool:
+        """Keep the cached model across a maintenance pass that changed no row's content: it moves to the
+        table's new version (and to the rewrite's commit sequence). Returns whether it was kept."""
+        state = self.state
+        if state is None or state.version != res.version_before or not only_maintenance:
+            self.drop()
+            return False
+        if head is not None:
+            state.seq, state.raw = head.seq, head.raw
+            state.meta = json.loads(head.raw)
+        state.version = res.version_after
+        return True
+
     def after_commit(self, state: ModelState, head: ModelHead | None) -> None:
         """Keep the cache if ``head`` is the commit right after ``state`` (this trainer's own), else drop it."""
         if head is not None and head.version == state.version + 1:

@@ -55,6 +55,7 @@ class TrainerContext:
     lag: LagProbe
     fault_hook: FaultHook | None = None
     check_replay: bool = True  # the next batch may be a replay: look its events and metrics rows up first
+    events_since: str | None = None  # the earliest event date appended since the last maintenance pass
     results: list[D.BatchResult] = field(default_factory=list)
 
     def fault(self, point: str, batch_id: int) -> None:
@@ -124,6 +125,9 @@ class MicroBatch:
         res.offsets = json.dumps(offsets, sort_keys=True)
         ev = rows.loc[~bad, [C.USER, C.ITEM, C.RATING, C.TS, C.SEQ]].reset_index(drop=True)
         res.lag_ms = int(time.time() * 1000 - ev[C.TS].max()) if len(ev) else -1
+        if len(ev):
+            first = time.strftime("%Y-%m-%d", time.gmtime(int(ev[C.TS].min()) // 1000))
+            self.ctx.events_since = min(first, self.ctx.events_since or first)
         res.lag_records = self.ctx.lag.lag(offsets)
         res.seconds_parse = time.perf_counter() - self.t0
         return ParsedBatch(parsed=parsed, events=valid_events(parsed), ev=ev, offsets=offsets)

@@ -14,8 +14,8 @@ cause) and hands every micro-batch to :class:`streaming.pipeline.MicroBatch`, wh
 6. **commit** the changed rows and the model metadata in ONE Delta commit (an append of row versions
    with a compare-and-swap on the model sequence, :mod:`dsgd.store.factor_store`), skipped when the
    factors already include this batch (the replay after a crash);
-7. **record** one ``metrics`` row; every ``stream.maintenance_every`` batches the factor table is
-   compacted and vacuumed.
+7. **record** one ``metrics`` row; every ``stream.maintenance_every`` batches a maintenance pass
+   bounded by what changed since the last one (:mod:`dsgd.store.maintenance`).
 
 Nothing is carried from batch to batch as a DataFrame (state is re-read from Delta or cached as
 arrays), so the plan never grows. Exactly-once: Spark replays a failed batch with the same offsets and
@@ -34,9 +34,10 @@ import time
 
 from pyspark.sql import DataFrame, SparkSession
 
-from dsgd.core.config import Config
+from dsgd.core.config import Config, ConfigError
 from dsgd.store.errors import StaleModel
 from dsgd.store.factor_store import FactorStore
+from dsgd.store.maintenance import compact_events, maintain_factors, only_maintenance_since
 from dsgd.store.tables import Tables
 from streaming.decisions import METRICS_SCHEMA, BatchResult
 from streaming.faults import FAULT_POINTS, FaultHook, InjectedFault
@@ -44,6 +45,7 @@ from streaming.lag import LAG_RETRY_S, LagProbe
 from streaming.model_state import ModelCache
 from streaming.monitoring import StreamMonitor
 from streaming.pipeline import STALE_RETRIES, MicroBatch, TrainerContext
+from streaming.report_lines import heartbeat, run_summary
 from streaming.source import SOURCE_DEFAULTS, source_options
 
 log = logging.getLogger("dsgd.stream")
@@ -84,7 +86,10 @@ class StreamTrainer:
                                   lag=LagProbe(cfg.kafka.bootstrap_servers), fault_hook=fault_hook)
         self.stream_id: str | None = None
         self._started = threading.Event()
+        self._last_batch_at = self._last_heartbeat_at = time.monotonic()
         self.monitor = StreamMonitor(cfg, self.store)  # Prometheus endpoint, MLflow run (both off by default)
+        log.info("the trainer runs with (keys not at their defaults; all keys: dsgd config):\n%s",
+                 cfg.describe(("app", "spark", "kafka", "model", "stream")))
 
     @property
     def results(self) -> list[BatchResult]:
@@ -99,8 +104,23 @@ class StreamTrainer:
     def checkpoint(self) -> str:
         return f"{self.cfg.app.checkpoint_root.rstrip('/')}/stream"
 
+    def check_topic(self) -> None:
+        """Fail at start, naming the topic and how to create it, when the broker does not host it
+        (Spark's own error comes ~25 s later and names neither)."""
+        k = self.cfg.kafka
+        if any(o in k.options for o in ("subscribePattern", "assign")):
+            return
+        missing = self.ctx.lag.missing_topics([t.strip() for t in k.topic.split(",") if t.strip()])
+        if missing:
+            self.ctx.lag.close()
+            raise ConfigError(f"kafka.topic: the broker at {k.bootstrap_servers} has no topic "
+                              f"{', '.join(repr(t) for t in missing)}; create it with `dsgd kafka create-topic` "
+                              f"(kafka.partitions = {k.partitions}) or replay data into it with "
+                              "`dsgd produce --create-topic`")
+
     def start(self):
         s, name = self.cfg.stream, f"{self.cfg.app.name}-trainer"
+        self.check_topic()
         writer = (self.source().writeStream.queryName(name)
                   .option("checkpointLocation", self.checkpoint).foreachBatch(self.process_batch))
         if s.trigger == "available_now":
@@ -126,7 +146,8 @@ class StreamTrainer:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old[sig] = signal.signal(sig, lambda *_: stop.set())
-        deadline = time.monotonic() + timeout_s if timeout_s else None
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s if timeout_s else None
         try:
             while query.isActive and not stop.is_set():
                 try:
@@ -135,6 +156,7 @@ class StreamTrainer:
                     break
                 if deadline and time.monotonic() > deadline:
                     break
+                self._heartbeat()
             if query.isActive:
                 log.info("stopping the stream (signal or timeout)")
                 query.stop()
@@ -144,32 +166,66 @@ class StreamTrainer:
             self.ctx.lag.close()
             self.monitor.close(failed=query.exception() is not None)
         exc = query.exception()
+        log.info("%s", run_summary(self.results, time.monotonic() - t0, self._version(), self.cfg.stream.eval_k))
         if exc is not None:
             log.error("stream failed: %s", failure_cause(str(exc)))
             return 1
         return 0
 
+    def _heartbeat(self) -> None:
+        every = self.cfg.stream.heartbeat_seconds
+        if not every or self.cfg.stream.trigger == "available_now":
+            return
+        now = time.monotonic()
+        idle = now - max(self._last_batch_at, self._last_heartbeat_at)
+        if idle >= every:
+            self._last_heartbeat_at = now
+            log.info("%s", heartbeat(now - self._last_batch_at, self.results[-1] if self.results else None,
+                                     self.cfg.kafka.topic))
+
+    def _version(self) -> int | None:
+        try:
+            return self.store.version()
+        except Exception:  # noqa: BLE001 - the summary reports what it can
+            return None
+
     # ---- one micro-batch ------------------------------------------------------------------------
     def process_batch(self, batch_df: DataFrame, batch_id: int) -> None:
         self._started.wait(60)
-        self.monitor.observe(MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run())
+        res = MicroBatch(self.ctx, batch_df, batch_id, self.stream_id or "adhoc").run()
+        self.monitor.observe(res)
+        if res.rows_in:
+            self._last_batch_at = time.monotonic()
         if batch_id > 0 and batch_id % self.cfg.stream.maintenance_every == 0:
             self.maintenance()
 
     def maintenance(self) -> None:
-        """Compact and VACUUM the factors table (every ``stream.maintenance_every`` batches)."""
-        t = time.perf_counter()
+        """A maintenance pass (every ``stream.maintenance_every`` batches), bounded by what changed since
+        the last one (:mod:`dsgd.store.maintenance`); the cached model survives it when no other writer
+        committed in between."""
+        s, state = self.cfg.stream, self.ctx.cache.state
+        meta = state.meta if state is not None else self.store.meta()
+        if state is not None and state.users is not None:
+            rows = len(state.users) + len(state.items)
+        else:  # kept in the metadata by every commit; an older table without them is rewritten each pass
+            rows = int(meta.get("n_users", 0)) + int(meta.get("n_items", 0))
         try:
-            self.store.compact()
+            res = maintain_factors(self.store, model_rows=rows, garbage_ratio=s.compaction_garbage_ratio,
+                                   small_file_bytes=s.small_file_mb << 20, retention_hours=s.vacuum_retention_hours)
         except StaleModel as exc:  # another writer kept committing: the next maintenance pass compacts
             self.ctx.cache.drop()
             log.warning("maintenance: compaction skipped, the model kept changing underneath (%s)", exc)
             return
-        self.store.vacuum(self.cfg.stream.vacuum_retention_hours)
+        if self.ctx.events_since is not None:
+            compact_events(self.spark, self.tables.events, self.ctx.events_since, s.small_file_mb << 20)
+            self.ctx.events_since = None
         self.spark.catalog.clearCache()
-        self.ctx.cache.drop()  # compaction made a new version: re-read (cheap) rather than guess
-        log.info("maintenance: compacted and vacuumed the factors table (retention %gh) in %.1fs",
-                 self.cfg.stream.vacuum_retention_hours, time.perf_counter() - t)
+        kept = self.ctx.cache.after_maintenance(res, self.store.last_written if res.rewrote else None,
+                                                only_maintenance_since(self.spark, self.store.path, res.version_before))
+        log.info("maintenance: %s the factors table (%d row versions for %d model rows), bin-packed small files, "
+                 "vacuumed (retention %gh) in %.1fs; cached model %s", "rewrote" if res.rewrote else "kept",
+                 res.table_rows, res.model_rows, s.vacuum_retention_hours, res.seconds,
+                 "kept" if kept else "re-read at the next batch")
 
 
 def resolve_engine(engine: str, store: FactorStore, max_rows: int) -> str:

@@ -26,7 +26,7 @@ MAX_FUNCTION_LINES = 60
 #: Functions allowed to be longer: the compiled SGD loop keeps its branches inline for speed.
 LONG_FUNCTIONS = {"dsgd/core/kernel.py::_run_sorted"}
 #: Being split in the branches that rework them (retrain/serving/harness speed); emptied before landing.
-_SPLITTING = {"batch/retrain.py::run_retrain", "batch/serving.py::export_top_k", "dsgd/engines/local.py::train_epochs"}
+_SPLITTING = {"batch/retrain.py::run_retrain", "batch/serving.py::export_top_k"}
 
 
 def _lint(cwd: Path) -> subprocess.CompletedProcess:

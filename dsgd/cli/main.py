@@ -1,7 +1,8 @@
 """The ``dsgd`` command line (also ``python -m dsgd``). Every subcommand has ``--help``.
 
 Common options (every subcommand): ``--profile NAME`` (conf/NAME.toml), ``--conf FILE`` (repeatable),
-``--set section.key=value`` (repeatable). The resolved config is logged at start.
+``--set section.key=value`` (repeatable). The jobs log the keys they run with that differ from
+the defaults (the whole resolved config: ``dsgd config``).
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 
 The subcommands register themselves (:mod:`dsgd.cli.registry`): the library's own ones from the
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dsgd: bad config: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.app.log_level)
-    log.info("config: %s", cfg.to_json())
+    log.debug("config: %s", cfg.to_json())  # the jobs log the keys they run with (Config.describe)
     _help, _add, fn = COMMANDS[args.command]
     try:
         return int(fn(args, cfg) or 0)

@@ -68,6 +68,14 @@ class Config:
                     data[sec][f.name] = "<redacted>"
         return data
 
+    def describe(self, sections: tuple[str, ...] | None = None) -> str:
+        """The keys of ``sections`` (default: all) that differ from their declared defaults, one
+        ``section.key = value`` per line (the whole config is ``dsgd config``)."""
+        ours, base = self.to_dict(), Config().to_dict()
+        lines = [f"  {sec}.{key} = {value!r}" for sec in (sections or tuple(ours)) for key, value in ours[sec].items()
+                 if value != base[sec][key]]
+        return "\n".join(lines) if lines else "  (all keys at their defaults)"
+
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys changed, validated: ``cfg.replace(model={"rank": 16})``."""
         data = self.to_dict()

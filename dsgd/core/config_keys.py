@@ -130,8 +130,19 @@ class StreamConfig:
     eval_max_scores: int = _f(100_000_000, "At most this many item scores per batch's evaluation: the sample is "
                               "cut to eval_max_scores // items, so the evaluation's cost does not grow with the "
                               "catalogue (20000 events up to 5000 items by default).", lo=1, hi=10**12)
-    maintenance_every: int = _f(50, "Every N batches: compact the factors table (one row per key, bin-packed) "
-                                "and VACUUM it.", lo=1, hi=10**6)
+    maintenance_every: int = _f(50, "Every N batches: a maintenance pass over the factors and events tables: "
+                                "bin-pack the small files written since the last pass, rewrite the factors to one "
+                                "row per key when the superseded row versions outnumber "
+                                "stream.compaction_garbage_ratio x the model's rows, then VACUUM the factors.",
+                                lo=1, hi=10**6)
+    compaction_garbage_ratio: float = _f(1.0, "Superseded factor row versions per model row that trigger the full "
+                                         "rewrite of a maintenance pass (the table holds at most 1 + this many row "
+                                         "versions per model row; a rewrite follows at least that many changed rows).",
+                                         lo=0.0, hi=1e6)
+    small_file_mb: int = _f(64, "Maintenance bin-packs only the files smaller than this (the batches' appends); "
+                            "bigger ones, from the last rewrite, are left alone.", lo=1, hi=10**5)
+    heartbeat_seconds: float = _f(60.0, "A continuous stream that receives no events logs an idle line this "
+                                  "often (0 = never).", lo=0.0, hi=86400.0)
     max_abs_factor: float = _f(1e3, "Divergence guard: a batch whose changed factor rows hold a non-finite value "
                                 "or a vector component or bias larger than this in magnitude is rejected: none "
                                 "of its factor rows is written, the metadata records the offsets and an alert.",

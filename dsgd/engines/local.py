@@ -61,17 +61,7 @@ def train_epochs(users: SideFactors, items: SideFactors, u_keys: np.ndarray, i_k
         raise ValueError("event arrays must have the same length")
     u_idx = users.ensure(u_ids, u_keys, rank, seed, init_scale, "u")
     i_idx = items.ensure(i_ids, i_keys, rank, seed, init_scale, "i")
-    r = np.asarray(r, dtype=np.float32)
-    ts = np.asarray(ts, dtype=np.int64)
-    seq = np.asarray(seq, dtype=np.int64)
-
-    # time order once; the per-block slices then stay sorted and run_block skips its sort
-    order = np.lexsort((seq, ts))
-    u_idx, i_idx, r, ts, seq = u_idx[order], i_idx[order], r[order], ts[order], seq[order]
-    u_keys, i_keys = u_keys[order], i_keys[order]
-    blocks = _group_by_block(block_of(u_keys, d), block_of(i_keys, d), d)
-    ev = {blk: (u_idx[p], i_idx[p], r[p], ts[p], seq[p]) for blk, p in blocks.items()}
-
+    ev = _events_by_block(u_keys, i_keys, u_idx, i_idx, r, ts, seq, d)
     by_key = items.sorted_rows()
     item_block = block_of(items.keys[by_key], d)
     pools = [by_key[item_block == b] for b in range(d)]
@@ -87,20 +77,12 @@ def train_epochs(users: SideFactors, items: SideFactors, u_keys: np.ndarray, i_k
             sse, updates = 0.0, 0
             for s, stratum in enumerate(strata_schedule(d, strata_order, seed=mix_seed(seed, batch_id),
                                                         epoch=e)):
-                jobs = []
-                for b, ib in enumerate(stratum):
-                    if (b, int(ib)) not in ev:
-                        continue
-                    weight = (items.count[pools[ib]] + 1).astype(np.float64) if popularity else None
-                    args = (users.vec, users.bias, users.count, items.vec, items.bias, items.count,
-                            *ev[(b, int(ib))], pools[ib], weight, p, mix_seed(seed, batch_id, e, s, b), e == 0,
-                            (users.changed, items.changed))
-                    jobs.append(args)
-                if pool_exec is None or len(jobs) < 2:
-                    results = [run_block(*a) for a in jobs]
-                else:
-                    results = list(pool_exec.map(lambda a: run_block(*a), jobs))
-                for block_sse, block_n in results:  # block order: deterministic sum
+                jobs = [(users.vec, users.bias, users.count, items.vec, items.bias, items.count,
+                         *ev[(b, int(ib))], pools[ib],
+                         (items.count[pools[ib]] + 1).astype(np.float64) if popularity else None, p,
+                         mix_seed(seed, batch_id, e, s, b), e == 0, (users.changed, items.changed))
+                        for b, ib in enumerate(stratum) if (b, int(ib)) in ev]
+                for block_sse, block_n in _run_stratum(jobs, pool_exec):  # block order: deterministic sum
                     sse += block_sse
                     updates += block_n
             loss = sse / updates if updates else float("nan")
@@ -112,3 +94,24 @@ def train_epochs(users: SideFactors, items: SideFactors, u_keys: np.ndarray, i_k
         if pool_exec is not None:
             pool_exec.shutdown()
     return stats
+
+
+def _events_by_block(u_keys: np.ndarray, i_keys: np.ndarray, u_idx: np.ndarray, i_idx: np.ndarray, r: Any,
+                     ts: Any, seq: Any, d: int) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
+    """The events' (user row, item row, rating, ts, seq) per block ``(user block, item block)``, each in
+    time order (sorted once here, so the kernel skips its own sort)."""
+    r = np.asarray(r, dtype=np.float32)
+    ts = np.asarray(ts, dtype=np.int64)
+    seq = np.asarray(seq, dtype=np.int64)
+    order = np.lexsort((seq, ts))
+    u_idx, i_idx, r, ts, seq = u_idx[order], i_idx[order], r[order], ts[order], seq[order]
+    blocks = _group_by_block(block_of(u_keys[order], d), block_of(i_keys[order], d), d)
+    return {blk: (u_idx[p], i_idx[p], r[p], ts[p], seq[p]) for blk, p in blocks.items()}
+
+
+def _run_stratum(jobs: list[tuple], pool_exec: ThreadPoolExecutor | None) -> list[tuple[float, int]]:
+    """Run the blocks of one stratum (in parallel: they share no rows); their (squared error, updates)
+    in block order."""
+    if pool_exec is None or len(jobs) < 2:
+        return [run_block(*a) for a in jobs]
+    return list(pool_exec.map(lambda a: run_block(*a), jobs))

@@ -269,7 +269,7 @@ def create_topic(bootstrap: str, name: str, partitions: int = 2, timeout_s: floa
             admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     finally:
         admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -278,7 +278,7 @@ def create_topic(bootstrap: str, name: str, partitions: int = 2, timeout_s: floa
                 return
             time.sleep(0.2)
             consumer.close()
-            consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     finally:
         consumer.close()
     raise BrokerError(f"topic {name} has no partition leaders after {timeout_s}s")

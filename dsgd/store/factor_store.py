@@ -170,6 +170,20 @@ class FactorStore:
         """The table's latest committed version (reads only the Delta log, a few ms)."""
         return latest_version(self.spark, self.path)
 
+    def version_at(self, timestamp: str) -> int:
+        """The latest version committed at or before ``timestamp`` (what ``TIMESTAMP AS OF`` reads);
+        ``ValueError`` names the table's first commit time when there is none."""
+        from delta.tables import DeltaTable
+
+        hist = DeltaTable.forPath(self.spark, self.path).history().select("version", "timestamp")
+        ts = F.to_timestamp(F.lit(timestamp))
+        row = hist.where(F.col("timestamp") <= ts).agg(F.max("version").alias("v"), F.first(ts).alias("t")).first()
+        if row is None or row["v"] is None:
+            first = hist.agg(F.min("timestamp")).first()[0]
+            raise ValueError(f"timestamp {timestamp!r}: no version of the factors table was committed at or "
+                             f"before it (its first commit was at {first})")
+        return int(row["v"])
+
     def head(self) -> ModelHead:
         """The latest model: Delta version, commit sequence and metadata text, all as of one version.
 

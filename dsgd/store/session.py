@@ -58,6 +58,23 @@ def spark_settings(cfg: Config) -> dict[str, str]:
     return conf
 
 
+#: JVM loggers whose WARN lines are known and harmless here, raised to ERROR: the dense id index of the
+#: ALS retrain is one global window on purpose (a few thousand ids per side, one partition), a streaming
+#: query runs without adaptive execution (Spark says so at every start), and MLlib falls back to its Java
+#: BLAS when no native one is installed (the speed is measured with it).
+QUIET_LOGGERS = ("org.apache.spark.sql.execution.window.WindowExec",
+                 "org.apache.spark.sql.execution.streaming.ResolveWriteToStream",
+                 "dev.ludovic.netlib.blas.InstanceBuilder", "dev.ludovic.netlib.lapack.InstanceBuilder",
+                 "dev.ludovic.netlib.arpack.InstanceBuilder")
+
+
+def _quiet_known_warnings(spark) -> None:
+    jvm = spark.sparkContext._jvm
+    error = jvm.org.apache.logging.log4j.Level.ERROR
+    for name in QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
+
+
 def build_session(cfg: Config):
     """Create (or return the active) SparkSession configured for Delta and the Kafka source."""
     from pyspark.sql import SparkSession
@@ -71,6 +88,40 @@ def build_session(cfg: Config):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    _quiet_known_warnings(spark)
     log.info("spark session %s master=%s jars=%d", spark.version, spark.sparkContext.master,
              len(local_jars(cfg)))
     return spark
+
+
+def spark_session(profile: str | None = None, *, conf: list[str] | None = None,
+                  overrides: list[str] | None = None):
+    """The session the ``dsgd`` commands use, from the same config (``profile``: conf/PROFILE.toml;
+    ``overrides``: ``["section.key=value", ...]`` like ``--set``): Delta and the Kafka source enabled.
+
+    >>> spark = spark_session(profile="local")
+    """
+    from dsgd.core.config import load_config
+
+    return build_session(load_config(profile=profile, files=conf, overrides=overrides))
+
+
+def table_path(name: str, profile: str | None = None, *, conf: list[str] | None = None,
+               overrides: list[str] | None = None) -> str:
+    """The absolute path (or URI) of warehouse table ``name`` (events, factors, metrics, quarantine,
+    snapshots, recommendations), as SQL's ``delta.`path``` needs it; a relative ``app.warehouse`` is
+    resolved against the working directory, as the jobs resolve it.
+
+    >>> spark.sql(f"DESCRIBE HISTORY delta.`{table_path('factors', profile='local')}`")
+    """
+    from dsgd.core.config import load_config
+    from dsgd.store.tables import Tables
+
+    tables = Tables.from_config(load_config(profile=profile, files=conf, overrides=overrides))
+    if name not in TABLE_NAMES:
+        raise ValueError(f"table_path: unknown table {name!r}; allowed: {', '.join(TABLE_NAMES)}")
+    path = getattr(tables, name)
+    return path if "://" in path or path.startswith("file:") else os.path.abspath(path)
+
+
+TABLE_NAMES = ("events", "factors", "metrics", "quarantine", "snapshots", "recommendations")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pytest
 
@@ -17,13 +19,18 @@ def _cfg(cfg, topic, **model):
                        model={"engine": "local", "blocks": 2, "negatives": 4, "lr": 0.1, **model})
 
 
-def test_stream_end_to_end_with_every_kind_of_bad_input(spark, kafka_broker, topic, cfg):
+def test_stream_end_to_end_with_every_kind_of_bad_input(spark, kafka_broker, topic, cfg, caplog):
     cfg = _cfg(cfg, topic)
     df = known_stream(1500)
     produce(kafka_broker.bootstrap, topic, df, BAD_RECORDS)
     trainer = StreamTrainer(spark, cfg)
+    caplog.set_level(logging.INFO, logger="dsgd.stream")
     assert trainer.run(timeout_s=300) == 0
     wh = cfg.app.warehouse
+    summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("run summary:"))
+    assert f"{len(df) + len(BAD_RECORDS)} records in, {len(df)} valid events" in summary, summary
+    assert f"quarantined {len(BAD_RECORDS)}: " in summary and "prequential dcg@100 " in summary, summary
+    assert f"factors table version {trainer.store.version()}" in summary, summary
 
     events = spark.read.format("delta").load(f"{wh}/events").toPandas()
     assert len(events) == len(df)
@@ -57,6 +64,17 @@ def test_stream_end_to_end_with_every_kind_of_bad_input(spark, kafka_broker, top
     # learning happened: later batches rank better than popularity on this planted stream
     late = m.iloc[len(m) // 2:]
     assert late["dcg"].mean() > late["dcg_popularity"].mean()
+
+
+def test_a_missing_topic_fails_at_start_naming_it_and_how_to_create_it(spark, kafka_broker, cfg, capsys):
+    from dsgd.cli.main import main
+
+    code = main(["stream", "--available-now", "--set", 'kafka.topic="no-such-topic"', "--set",
+                 f'kafka.bootstrap_servers="{kafka_broker.bootstrap}"', "--set", f'app.warehouse="{cfg.app.warehouse}"',
+                 "--set", f'app.checkpoint_root="{cfg.app.checkpoint_root}"', "--set", 'spark.master="local[2]"'])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "'no-such-topic'" in err and "dsgd kafka create-topic" in err and "dsgd produce --create-topic" in err, err
 
 
 class _Faults:

@@ -115,3 +115,11 @@ def test_rollback_restores_the_earlier_factors_exactly(spark, served):
     assert [list(x) for x in after[C.VEC].dropna()] == [list(x) for x in before[C.VEC].dropna()]
     with pytest.raises(ValueError, match="does not exist"):
         rollback(spark, cfg, version=99)
+    # by timestamp: the answer names the version the timestamp resolved to
+    from delta.tables import DeltaTable
+
+    at = DeltaTable.forPath(spark, store.path).history().where(f"version = {v}").first()["timestamp"]
+    out = rollback(spark, cfg, timestamp=str(at))
+    assert out["restored_to_version"] == v and out["restored_to_timestamp"] == str(at), out
+    with pytest.raises(ValueError, match="no version of the factors table was committed at or before"):
+        rollback(spark, cfg, timestamp="2001-01-01 00:00:00")
