@@ -1,12 +1,8 @@
 """Recommendations out of the model: one user (``dsgd recommend``), all users (``dsgd export``), rollback.
 
-Scores (``mu`` only for explicit models; biases are 0 where the model has none):
-
-- online (live ``factors``): ``mu + b_u + b_i + p_u . q_i``;
-- batch (the blended snapshot in ``snapshots``): the same with the snapshot's factors and ``mu``;
-- served: the online score, except under the ``score-blend`` policy recorded in the model metadata:
-  ``alpha * batch + (1 - alpha) * online`` where both models know the user and the item, and the one
-  model's score where only one does.
+The served score (online, batch snapshot, score blend), the popularity fallback and the tie rule are
+:class:`dsgd.core.blend.BlendModel`'s, the same object ``dsgd serve`` scores with; this module reads the
+rows through Spark.
 
 Seen items (any event of the user in ``events``) are left out when ``filter_seen``. A user that no model
 knows (cold) gets the most popular items (item ``count``, events trained on) that they have not seen.
@@ -24,20 +20,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from batch.blend import FACTOR_COLS
 from batch.retrain_config import RetrainConfig, retrain_config
 from dsgd.core import columns as C
+from dsgd.core.blend import BlendModel, Recs, UserFactors, snapshot_as_of
 from dsgd.core.config import Config
-from dsgd.core.factors import vector_matrix
-from dsgd.engines.als import blend_scores
+from dsgd.core.factors import SideFactors
 from dsgd.store.delta_settings import delta_settings
 from dsgd.store.factor_store import FactorStore
 from dsgd.store.tables import Tables
@@ -45,114 +40,29 @@ from dsgd.store.tables import Tables
 log = logging.getLogger("dsgd.serving")
 
 
-@dataclass
-class ItemSide:
-    """Item matrices of one model, aligned on ``ids`` (the union of both models' items)."""
-
-    vec: np.ndarray  # float32 [n, rank]
-    bias: np.ndarray  # float32 [n]
-    known: np.ndarray  # bool [n]: the model has this item
+def _sides(df: DataFrame, rank: int) -> SideFactors:
+    return SideFactors.from_arrow(df.select(*FACTOR_COLS).toArrow(), rank)
 
 
-@dataclass
-class ServingModel:
-    """Everything needed to score users against all items (loaded once, scored in numpy)."""
-
-    item_ids: np.ndarray  # object [n]
-    item_count: np.ndarray  # int64 [n] popularity
-    online: ItemSide
-    batch: ItemSide | None
-    mu_online: float
-    mu_batch: float
-    alpha: float
-    version: int
-    snapshot_id: str | None
-    explicit: bool
-
-    def popularity(self, seen: set[str], k: int) -> list[tuple[str, float]]:
-        order = np.lexsort((self.item_ids.astype(str), -self.item_count))
-        out = []
-        for j in order:
-            if self.item_ids[j] not in seen:
-                out.append((str(self.item_ids[j]), float(self.item_count[j])))
-                if len(out) == k:
-                    break
-        return out
-
-    def scores(self, u_online: tuple[np.ndarray, float] | None, u_batch: tuple[np.ndarray, float] | None
-               ) -> np.ndarray | None:
-        """Served score of every item for a user given its (vec, bias) in each model; None if cold."""
-        on = _score(self.online, u_online, self.mu_online if self.explicit else 0.0)
-        ba = _score(self.batch, u_batch, self.mu_batch if self.explicit else 0.0) if self.batch else None
-        batch_known = self.batch.known if self.batch else np.zeros_like(self.online.known)
-        return blend_scores(on, ba, self.online.known, batch_known, self.alpha)
-
-    def top_k(self, scores: np.ndarray, seen: set[str], k: int) -> list[tuple[str, float]]:
-        s = scores.astype(np.float64).copy()
-        if seen:
-            s[np.isin(self.item_ids, np.array(sorted(seen), dtype=object))] = -np.inf
-        n = int(np.isfinite(s).sum())
-        if n == 0:
-            return []
-        kk = min(k, n)
-        part = np.argpartition(-s, kk - 1)[:kk]
-        order = part[np.lexsort((self.item_ids[part].astype(str), -s[part]))]
-        return [(str(self.item_ids[j]), float(s[j])) for j in order]
-
-
-def _score(side: ItemSide | None, user: tuple[np.ndarray, float] | None, mu: float) -> np.ndarray | None:
-    if side is None or user is None:
-        return None
-    vec, bias = user
-    return (side.vec.astype(np.float64) @ np.asarray(vec, np.float64)) + side.bias + float(bias) + mu
-
-
-def _align(ids: np.ndarray, df: pd.DataFrame, rank: int) -> ItemSide:
-    pos = {x: i for i, x in enumerate(ids)}
-    vec = np.zeros((len(ids), rank), np.float32)
-    bias = np.zeros(len(ids), np.float32)
-    known = np.zeros(len(ids), bool)
-    if len(df):
-        rows = np.array([pos[x] for x in df[C.ID]], np.int64)
-        vec[rows] = vector_matrix(df[C.VEC], rank)
-        bias[rows] = df[C.BIAS].fillna(0.0).to_numpy(np.float32)
-        known[rows] = True
-    return ItemSide(vec=vec, bias=bias, known=known)
-
-
-def load_serving_model(spark: SparkSession, cfg: Config, *, version: int | None = None) -> ServingModel:
+def load_serving_model(spark: SparkSession, cfg: Config, *, version: int | None = None) -> BlendModel:
     """Item side of the live model (at ``version``, default latest) and, under score-blend, of its snapshot."""
     tables = Tables.from_config(cfg)
     store = FactorStore(spark, tables.factors)
     version = store.version() if version is None else version
     meta = store.meta(version)
     rank = int(meta["rank"])
-    items = store.load(C.SIDE_ITEM, version=version).toPandas()
-    batch_items = None
-    snap_id = meta.get("snapshot_id")
-    policy = meta.get("blend_policy")
-    snap_mu = 0.0
-    if policy == "score-blend" and meta.get("snapshot_as_of") is not None:
+    items = _sides(store.load(C.SIDE_ITEM, version=version), rank)
+    batch_items, snap_mu = None, 0.0
+    as_of = snapshot_as_of(meta)
+    if as_of is not None:
         from batch.retrain import load_snapshot, snapshot_meta
 
-        as_of = int(meta["snapshot_as_of"])
-        batch_items = load_snapshot(spark, tables.snapshots, as_of, C.SIDE_ITEM).toPandas()
+        batch_items = _sides(load_snapshot(spark, tables.snapshots, as_of, C.SIDE_ITEM), rank)
         snap_mu = float((snapshot_meta(spark, tables.snapshots, as_of) or {}).get("mu", 0.0))
-    ids = list(items[C.ID])
-    if batch_items is not None:
-        known = set(ids)
-        ids += [x for x in batch_items[C.ID] if x not in known]
-    item_ids = np.array(ids, dtype=object)
-    count = np.zeros(len(item_ids), np.int64)
-    count[: len(items)] = items[C.COUNT].fillna(0).to_numpy(np.int64)
-    return ServingModel(item_ids=item_ids, item_count=count, online=_align(item_ids, items, rank),
-                        batch=_align(item_ids, batch_items, rank) if batch_items is not None else None,
-                        mu_online=float(meta.get("mu", 0.0)), mu_batch=snap_mu,
-                        alpha=float(meta.get("blend_alpha") or 0.0), version=version,
-                        snapshot_id=snap_id if policy else None, explicit=meta.get("kind") == "explicit")
+    return BlendModel.from_meta(meta, items, batch_items, mu_batch=snap_mu, version=version)
 
 
-def _user_rows(spark: SparkSession, cfg: Config, model: ServingModel, users: DataFrame
+def _user_rows(spark: SparkSession, cfg: Config, model: BlendModel, users: DataFrame
                ) -> tuple[DataFrame, DataFrame | None]:
     tables = Tables.from_config(cfg)
     store = FactorStore(spark, tables.factors)
@@ -195,14 +105,23 @@ def recommend(spark: SparkSession, cfg: Config, user: str, *, k: int | None = No
     o = online.collect()
     b = batch.collect() if batch is not None else []
     seen = _seen(spark, cfg, user) if filter_seen else set()
-    scores = model.scores((np.asarray(o[0][C.VEC], np.float32), float(o[0][C.BIAS] or 0.0)) if o else None,
-                          (np.asarray(b[0][C.VEC], np.float32), float(b[0][C.BIAS] or 0.0)) if b else None)
-    if scores is None:
-        top, source = model.popularity(seen, k), "popularity"
-    else:
-        top, source = model.top_k(scores, seen, k), "model"
-    return {"user": user, "source": source, "model_version": model.version, "snapshot_id": model.snapshot_id,
-            "items": [{"item": i, "score": s} for i, s in top]}
+    rec = _recommend_one(model, _user_vec(o[0] if o else None), _user_vec(b[0] if b else None), seen, k)
+    return {"user": user, "source": rec.source, "model_version": model.version, "snapshot_id": model.snapshot_id,
+            "items": model.as_items(rec)}
+
+
+def _user_vec(row: Any) -> tuple[np.ndarray, float] | None:
+    """(vec, bias) of a factor row (a Spark Row or a dict with vec and bias), None if absent."""
+    if row is None or row[C.VEC] is None:
+        return None
+    return np.asarray(row[C.VEC], np.float32), float(row[C.BIAS] or 0.0)
+
+
+def _recommend_one(model: BlendModel, online: tuple[np.ndarray, float] | None,
+                   batch: tuple[np.ndarray, float] | None, seen: set[str], k: int) -> Recs:
+    exclude = model.rows_of(sorted(seen))
+    users = UserFactors.one(model.rank, online, batch)
+    return model.recommend(users, k, exclude=[exclude[exclude >= 0]])[0]
 
 
 def export_top_k(spark: SparkSession, cfg: Config, *, k: int | None = None, filter_seen: bool | None = None,
@@ -248,13 +167,10 @@ def export_top_k(spark: SparkSession, cfg: Config, *, k: int | None = None, filt
             rows: dict[str, list] = {n: [] for n in out_schema.names}
             for rec in rb.to_pylist():
                 s_seen = set(rec["seen"] or []) if filter_seen else set()
-                o = (np.asarray(rec["o_vec"], np.float32), rec["o_bias"] or 0.0) if rec["o_vec"] is not None else None
-                b = (np.asarray(rec["b_vec"], np.float32), rec["b_bias"] or 0.0) if rec["b_vec"] is not None else None
-                sc = model.scores(o, b)
-                if sc is None:
-                    top, src = model.popularity(s_seen, k), "popularity"
-                else:
-                    top, src = model.top_k(sc, s_seen, k), "model"
+                o = _user_vec({C.VEC: rec["o_vec"], C.BIAS: rec["o_bias"]})
+                b = _user_vec({C.VEC: rec["b_vec"], C.BIAS: rec["b_bias"]})
+                out = _recommend_one(model, o, b, s_seen, k)
+                top, src = [(d["item"], d["score"]) for d in model.as_items(out)], out.source
                 for r, (item, score) in enumerate(top, start=1):
                     rows["user"].append(rec[C.ID])
                     rows["rank"].append(r)

@@ -2,9 +2,9 @@
 
 Starts a local KRaft broker on free ports, creates the topic, replays a seeded synthetic stream into
 it, runs the streaming trainer until the stream is consumed (availableNow), prints a short report
-(events, batches, events/s, prequential DCG of the model vs popularity) and a top-10 for one user, and
-stops the broker. Everything lives under ``--home`` (default ``.dsgd/demo``) and nothing is left
-running.
+(events, batches, events/s, prequential DCG of the model vs popularity) and a top-10 for one user, stops the broker, then starts
+``dsgd serve`` on the demo's model, prints one HTTP answer and stops it. Everything lives under
+``--home`` (default ``.dsgd/demo``) and nothing is left running.
 """
 
 from __future__ import annotations
@@ -73,8 +73,44 @@ def run_demo(cfg: Config, *, home: str, n_events: int, n_users: int, n_items: in
             return 1
         report = _report(spark, run_cfg, trainer, took, df)
     print(json.dumps(report, indent=2))
-    print(f"[demo] done in {time.monotonic() - t_start:.0f}s; broker stopped, nothing left running", flush=True)
+    _serve_once(run_cfg, report["top10_for_user"]["user"])
+    print(f"[demo] done in {time.monotonic() - t_start:.0f}s; broker and server stopped, nothing left running",
+          flush=True)
     return 0
+
+
+def _serve_once(cfg: Config, user: str) -> None:
+    """Start ``dsgd serve`` on the demo's tables (a free loopback port), print one HTTP answer, stop it."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dsgd", "serve", "--port", "0", "--set",
+                             f'app.warehouse="{cfg.app.warehouse}"', "--set", 'app.log_level="WARNING"'],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        url = json.loads(proc.stdout.readline())["serving"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        answer = httpx.get(f"{url}/users/{user}/recommendations", params={"k": 5}, timeout=30)
+        print(f"[demo] dsgd serve at {url} (docs: {url}/docs)\n[demo] GET /users/{user}/recommendations?k=5 -> "
+              f"{answer.status_code} {answer.text}", flush=True)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def _report(spark, cfg: Config, trainer, took: float, df) -> dict:

@@ -45,6 +45,8 @@ def test_package_dependencies_point_one_way():
     ("dsgd/engines/local.py", "import pyspark.sql"),  # the local engine needs no JVM
     ("dsgd/store/tables.py", "import streaming.trainer"),  # the library never imports a job
     ("batch/blend.py", "import streaming.trainer"),  # jobs are independent
+    ("dsgd/serve/loader.py", "import pyspark.sql"),  # the server needs no JVM
+    ("dsgd/serve/state.py", "import dsgd.store.factor_store"),  # nor the Spark-side store
 ])
 def test_a_wrong_import_breaks_a_contract(tmp_path, module, wrong_import):
     for pkg in PACKAGES:

@@ -10,14 +10,16 @@ import pandas as pd
 
 from dsgd.api.inputs import _ids_to_str, _is_spark_df
 from dsgd.core import columns as C
-from dsgd.core.scoring import top_k
+from dsgd.core.blend import events_ptr
+from dsgd.core.foldin_rule import FoldInRule, fold_users, item_gram_blas
+from dsgd.core.scoring import score_matrix, top_k
 
 
 class Recommender:
     """The recommendation methods of :class:`~dsgd.api.DSGDModel`."""
 
     def recommend(self, users: Any, k: int = 10, *, exclude_seen: bool = True, seen: Any = None,
-                  chunk: int = 2048) -> pd.DataFrame:
+                  chunk: int = 2048, events: Any = None, foldin: FoldInRule | None = None) -> pd.DataFrame:
         """Top-``k`` items per user, best first.
 
         Parameters
@@ -32,6 +34,15 @@ class Recommender:
             The interactions to exclude; default: the training interactions (:attr:`seen`).
         chunk : int
             Users scored at once (memory is ``chunk * n_items`` floats); the result does not depend on it.
+        events : pandas or Spark DataFrame with the user and item columns (rating column optional), optional
+            Recent events of some of the requested users, oldest first (by ``time_col`` when present): each
+            such user is folded in from them against the fixed item factors before scoring
+            (:func:`dsgd.core.foldin_rule.fold_users`, the rule ``dsgd serve`` applies): a known user
+            starts from their vector, a new one from zeros once they have ``foldin.new_user_min_events``
+            events (before that: popularity). Events on items the model lacks are ignored; with
+            ``exclude_seen`` the events' items are excluded too.
+        foldin : FoldInRule, optional
+            Default: :meth:`FoldInRule.for_model` of this model's kind and biases (the measured defaults).
 
         Returns
         -------
@@ -55,6 +66,12 @@ class Recommender:
         req = pd.Index(_ids_to_str(pd.Series(np.asarray(users, dtype=object)), "users").to_numpy(object)).unique()
         seen_u, seen_i = self._seen_rows(req, seen) if exclude_seen else (np.zeros(0, np.int64),) * 2
         urows = self._user_index.get_indexer(req.to_numpy(object))
+        vecs, bias, has = self._start_vectors(urows)
+        if events is not None:
+            ev_u, ev_i = self._fold_events(req, events, vecs, bias, has, foldin)
+            if exclude_seen and len(ev_u):
+                order = np.argsort(np.concatenate([seen_u, ev_u]), kind="stable")
+                seen_u, seen_i = np.concatenate([seen_u, ev_u])[order], np.concatenate([seen_i, ev_i])[order]
         pop = self.item_popularity().astype(np.float64)
         out_u: list[str] = []
         out_rank: list[int] = []
@@ -62,11 +79,13 @@ class Recommender:
         out_s: list[float] = []
         for lo in range(0, len(req), chunk):
             hi = min(lo + chunk, len(req))
-            ur = urows[lo:hi]
-            known = ur >= 0
+            known = has[lo:hi]
             scores = np.broadcast_to(pop, (hi - lo, len(self.items))).copy()
             if known.any():
-                scores[known] = self._score_matrix(ur[known])
+                b = self._biases()
+                scores[known] = score_matrix(vecs[lo:hi][known], self.items.vec,
+                                             user_bias=bias[lo:hi][known] if b else None,
+                                             item_bias=self.items.bias if b else None, mu=self._mu())
             a, b = np.searchsorted(seen_u, lo), np.searchsorted(seen_u, hi)
             scores[seen_u[a:b] - lo, seen_i[a:b]] = -np.inf
             for row in range(hi - lo):
@@ -77,6 +96,43 @@ class Recommender:
                 out_s.extend(scores[row][best].tolist())
         return pd.DataFrame({"user": pd.Series(out_u, dtype=object), "rank": np.asarray(out_rank, np.int64),
                              "item": pd.Series(out_i, dtype=object), "score": np.asarray(out_s, np.float64)})
+
+    def _start_vectors(self, urows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vectors, biases, known) of the requested users: the model's rows, zeros for unknown users."""
+        has = urows >= 0
+        vecs = np.zeros((len(urows), self.rank), np.float32)
+        bias = np.zeros(len(urows), np.float32)
+        vecs[has], bias[has] = self.users.vec[urows[has]], self.users.bias[urows[has]]
+        return vecs, bias, has
+
+    def _fold_events(self, req: pd.Index, events: Any, vecs: np.ndarray, bias: np.ndarray, has: np.ndarray,
+                     rule: FoldInRule | None) -> tuple[np.ndarray, np.ndarray]:
+        """Fold the requested users who have ``events`` in (``vecs``/``bias``/``has`` updated in place);
+        returns their (request row, item row) pairs."""
+        ucol, icol, rcol, tcol = (self.params[c] for c in ("user_col", "item_col", "rating_col", "time_col"))
+        ev = events.toPandas() if _is_spark_df(events) else events
+        if not isinstance(ev, pd.DataFrame) or ucol not in ev.columns or icol not in ev.columns:
+            raise ValueError(f"recommend: events must be a pandas or Spark DataFrame with columns {ucol!r} and {icol!r}")
+        if tcol in ev.columns:
+            ev = ev.sort_values(tcol, kind="stable")
+        r = req.get_indexer(_ids_to_str(ev[ucol], ucol).to_numpy(object))
+        it = self._item_index.get_indexer(_ids_to_str(ev[icol], icol).to_numpy(object))
+        ok = (r >= 0) & (it >= 0)
+        rat = ev[rcol].to_numpy(np.float32)[ok] if rcol in ev.columns and self.kind == "explicit" else None
+        order = np.argsort(r[ok], kind="stable")
+        r, it = r[ok][order], it[ok][order]
+        rat = None if rat is None else rat[order]
+        if rule is None:
+            rule = FoldInRule.for_model(kind=self.kind, use_bias=self._biases(), mu=self._mu())
+        ptr = events_ptr(np.bincount(r, minlength=len(req)))
+        gram = None
+        if rule.online.method == "ls" and rule.online.implicit:
+            gram = item_gram_blas(self.items.vec)
+        v, b, folded = fold_users(self.items.vec, self.items.bias if self._biases() else None, vecs, bias, has, ptr,
+                                  it, rat, params=rule.online, new_user_min_events=rule.new_user_min_events, gram=gram)
+        vecs[folded], bias[folded] = v[folded], b[folded]
+        has |= folded
+        return r, it
 
     def _seen_rows(self, req: pd.Index, seen: Any) -> tuple[np.ndarray, np.ndarray]:
         """(request row, item row) of every seen pair of the requested users, sorted by request row."""

@@ -17,5 +17,5 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
     from dsgd.core.config import reference_markdown
 
-    print(reference_markdown() if args.reference else json.dumps(cfg.to_dict(), indent=2))
+    print(reference_markdown() if args.reference else json.dumps(cfg.redacted(), indent=2))
     return 0

@@ -25,7 +25,8 @@ from dsgd.store.errors import IncompatibleTable
 log = logging.getLogger("dsgd")
 
 #: The library's own subcommand modules.
-OWN_COMMANDS = ("dsgd.cli.config", "dsgd.cli.kafka", "dsgd.cli.cluster", "dsgd.cli.evaluate", "dsgd.cli.report")
+OWN_COMMANDS = ("dsgd.cli.config", "dsgd.cli.kafka", "dsgd.cli.cluster", "dsgd.cli.evaluate", "dsgd.cli.report",
+                "dsgd.cli.serve")
 #: Entry-point group naming the jobs' subcommand modules.
 ENTRY_POINT_GROUP = "dsgd.commands"
 

@@ -31,6 +31,7 @@ from dsgd.core.config_keys import (  # noqa: F401 - the sections are part of thi
     KafkaConfig,
     ModelConfig,
     RetrainConfig,
+    ServeConfig,
     SparkConfig,
     StreamConfig,
 )
@@ -50,12 +51,22 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """The resolved config as JSON, secrets (``serve.token``, ``serve.storage_options``) redacted: what is logged."""
+        return json.dumps(self.redacted(), sort_keys=True)
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        data = self.to_dict()
+        for sec, cls in SECTIONS.items():
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("secret") and data[sec][f.name]:
+                    data[sec][f.name] = "<redacted>"
+        return data
 
     def describe(self, sections: tuple[str, ...] | None = None) -> str:
         """The keys of ``sections`` (default: all) that differ from their declared defaults, one
@@ -80,7 +91,7 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fiel
 
 def _check_value(sec: str, f: dataclasses.Field, value: Any) -> Any:
     key = f"{sec}.{f.name}"
-    want = type(f.default) if f.default is not dataclasses.MISSING else dict
+    want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())  # type: ignore[misc]
     meta = f.metadata
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -94,13 +105,14 @@ def _check_value(sec: str, f: dataclasses.Field, value: Any) -> Any:
             value = float(value)
         except ValueError:
             pass
-    elif want is dict and isinstance(value, str):
+    elif want in (dict, list) and isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
             pass
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise ConfigError(f"config key {key}: expected {want.__name__}, got {value!r}")
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)) or \
+            (want is list and not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"config key {key}: expected {want.__name__}{' of strings' * (want is list)}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
         allowed = ", ".join(repr(c) for c in meta["choices"])
         raise ConfigError(f"config key {key}: {value!r} is not allowed; allowed values: {allowed}")

@@ -13,10 +13,10 @@ from typing import Any
 
 
 def _f(default: Any, doc: str, *, choices: tuple | None = None, lo: float | None = None,
-       hi: float | None = None, pattern: str | None = None) -> Any:
-    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern}
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=meta)
+       hi: float | None = None, pattern: str | None = None, secret: bool = False) -> Any:
+    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern, "secret": secret}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -200,3 +200,40 @@ class RetrainConfig:
                                   "retrain` becomes an MLflow run and the stream logs one run per query (needs "
                                   "`pip install dsgd-stream[mlflow]`); empty = off.")
     mlflow_experiment: str = _f("dsgd", "MLflow experiment of those runs.", pattern=r"^[A-Za-z0-9_./-]+$")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = _f("127.0.0.1", "Address `dsgd serve` binds (loopback; 0.0.0.0 only behind a token or a proxy).",
+                   pattern=r"^[A-Za-z0-9.:_-]+$")
+    port: int = _f(8080, "HTTP port of `dsgd serve`; 0 = pick a free port (printed at start).", lo=0, hi=65535)
+    token: str = _f("", "Bearer token every request but /health and /ready must send (Authorization: Bearer ...). "
+                    "Empty: the environment variable DSGD_SERVE_TOKEN, else no authentication. Never logged.",
+                    secret=True)
+    warehouse: str = _f("", "Root URI of the Delta tables as the server's native reader (deltalake) spells it "
+                        "(e.g. s3://bucket/wh for Spark's s3a://bucket/wh); empty: app.warehouse.")
+    storage_options: dict = _f({}, "Object-store settings of the native Delta reader (deltalake storage_options, "
+                               "e.g. {\"AWS_REGION\" = \"eu-west-1\"}).", secret=True)
+    poll_interval_s: float = _f(1.0, "Seconds between polls of the factors, events and items tables' versions; a new "
+                                "version is loaded beside the served one and swapped in atomically.", lo=0.05, hi=3600.0)
+    default_k: int = _f(10, "Recommendations per user when a request gives no k.", lo=1, hi=100000)
+    max_k: int = _f(1000, "Largest k a request may ask for (larger: 400 naming k).", lo=1, hi=100000)
+    exclude_seen: bool = _f(True, "Default of the exclude_seen request parameter: leave out the user's items in "
+                            "`events` (and, for fold-in, the items of the request's events).")
+    seen_days: float = _f(0.0, "Seen sets hold the events of the last N days (event_date partitions); 0 = all.",
+                          lo=0.0, hi=36500.0)
+    seen_max_pairs: int = _f(50_000_000, "Memory bound of the seen sets: distinct (user, item) pairs held "
+                             "(16 bytes each); pairs beyond it are dropped, logged and counted.", lo=0, hi=10**11)
+    unavailable_items: list = _f([], "Item ids never served (e.g. [\"sku-9\", \"sku-12\"]).")
+    items_table: str = _f("", "Optional Delta table (path or URI) of item availability, columns item (string) and "
+                          "available (boolean): items with available = false are never served; re-read on change.")
+    max_body_bytes: int = _f(1_048_576, "Largest request body (larger: 413 naming the body).", lo=1024, hi=10**9)
+    max_batch_users: int = _f(1000, "Most users of one POST /recommendations.", lo=1, hi=10**6)
+    max_events: int = _f(1000, "Most events of one fold-in request.", lo=1, hi=10**6)
+    foldin_method: str = _f("ls", "Fold-in rule of the online model: ls (closed-form least squares, measured best) or "
+                            "sgd (the model's SGD rule, user side only).", choices=("ls", "sgd"))
+    foldin_prior: float = _f(0.1, "ls fold-in: pull towards the user's current vector.", lo=0.0, hi=1e6)
+    foldin_new_user_min_events: int = _f(3, "A user the model does not know is folded in from this many events; "
+                                         "fewer get the popularity fallback.", lo=1, hi=10**6)
+    threads: int = _f(4, "Request threads scoring in parallel (numpy releases the GIL; one BLAS thread each).",
+                      lo=1, hi=256)

@@ -108,6 +108,51 @@ def parse_event(value: bytes | None, *, kafka_ts_ms: int | None, explicit: bool,
     doc = _json_object(value)
     if doc is None:
         return "malformed_json"
+    return _event_of(doc, kafka_ts_ms=kafka_ts_ms, explicit=explicit, rating_min=rating_min, rating_max=rating_max)
+
+
+#: The field each reason of a decoded object is about (the others are about the whole value).
+REASON_FIELDS = {"missing_user": "user", "bad_user": "user", "missing_item": "item", "bad_item": "item",
+                 "missing_rating": "rating", "bad_rating": "rating", "non_finite_rating": "rating",
+                 "rating_out_of_range": "rating", "bad_ts": "ts"}
+
+
+def parse_fields(fields: dict[str, object], *, default_ts_ms: int | None, explicit: bool, rating_min: float,
+                 rating_max: float) -> Event | str:
+    """An already decoded JSON object (``json.loads`` values: str, int, float, bool, None, list, dict) ->
+    the valid :class:`Event`, or the reason, by the same rules as :func:`parse_event` after its JSON
+    checks: the contract for events that arrive inside another document (the server's fold-in
+    requests). Numbers are taken by their Python value: an ``int`` is an integer, a ``float`` is not
+    (``1.0`` and ``1e3`` are bad ids, as in a record). ``default_ts_ms`` stands in for an absent ``ts``.
+
+    >>> parse_fields({"user": "u", "item": 7, "rating": 1e39}, default_ts_ms=0, explicit=False,
+    ...              rating_min=0, rating_max=5)
+    'non_finite_rating'
+    """
+    doc = {k: _as_token(v) for k, v in fields.items()}
+    return _event_of(doc, kafka_ts_ms=default_ts_ms, explicit=explicit, rating_min=rating_min,
+                     rating_max=rating_max)
+
+
+def canonical_id(v: object) -> str | None:
+    """The canonical text of a user or item id given as a decoded JSON value, None if it is no valid id.
+
+    >>> canonical_id(7), canonical_id(" a"), canonical_id(1.0)
+    ('7', None, None)
+    """
+    got = _id(_as_token(v))
+    return got if isinstance(got, str) else None
+
+
+def _as_token(v: object) -> object:
+    """A Python JSON value as the decoder of :func:`parse_event` yields it (numbers as :class:`_Number`)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return v
+    return _Number(str(v), True) if isinstance(v, int) else _Number(repr(v), False)
+
+
+def _event_of(doc: dict, *, kafka_ts_ms: int | None, explicit: bool, rating_min: float,
+              rating_max: float) -> Event | str:
     user, item = _id(doc.get("user")), _id(doc.get("item"))
     for got, reason in ((user, "missing_user"), (item, "missing_item")):
         if got is _MISSING:

@@ -58,5 +58,24 @@ QUERY_DURATION_SECONDS = "dsgd_query_duration_seconds"  # gauge, label ``operati
 QUERY_OFFSETS_BEHIND = "dsgd_query_offsets_behind_latest"  # gauge: Kafka source's maxOffsetsBehindLatest
 QUERY_TERMINATIONS = "dsgd_query_terminations"  # counter, label ``outcome`` (``stopped`` | ``failed``)
 
+# ---- the model server (``dsgd serve``, :mod:`dsgd.serve.metrics`) -------------------------------------
+SERVE_REQUESTS = "dsgd_serve_requests"  # counter, labels ``endpoint`` (route template), ``status``
+SERVE_REQUEST_SECONDS = "dsgd_serve_request_seconds"  # histogram, label ``endpoint``: request latency
+SERVE_RECOMMENDATIONS = "dsgd_serve_recommendations"  # counter, label ``source``: users answered
+SERVE_RELOADS = "dsgd_serve_reloads"  # counter, labels ``table`` (factors, events, items), ``kind``
+SERVE_RELOAD_FAILURES = "dsgd_serve_reload_failures"  # counter, label ``table``: failed loads (old state kept)
+SERVE_RELOAD_SECONDS = "dsgd_serve_reload_seconds"  # histogram, label ``table``: seconds per load
+SERVE_MODEL_ITEMS = "dsgd_serve_model_items"  # gauge: items of the served model
+SERVE_MODEL_USERS = "dsgd_serve_model_users"  # gauge: users of the served model
+SERVE_SEEN_PAIRS = "dsgd_serve_seen_pairs"  # gauge: (user, item) pairs in the seen sets
+SERVE_SEEN_BYTES = "dsgd_serve_seen_bytes"  # gauge: bytes the seen sets hold
+SERVE_SEEN_DROPPED = "dsgd_serve_seen_dropped_pairs"  # counter: seen pairs over serve.seen_max_pairs
+SERVE_PRODUCTS = "dsgd_serve_score_products"  # counter: matrix products scoring concurrent one-user requests
+SERVE_PRODUCT_USERS = "dsgd_serve_score_product_users"  # counter: users those products scored
+
+#: Histogram buckets (seconds) of :data:`SERVE_REQUEST_SECONDS` and :data:`SERVE_RELOAD_SECONDS`.
+SERVE_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+SERVE_RELOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
 #: Histogram buckets (seconds) of :data:`STREAM_BATCH_DURATION`: around a few-second trigger.
 BATCH_DURATION_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)

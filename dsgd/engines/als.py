@@ -6,7 +6,6 @@ evaluation harness (:mod:`dsgd.evaluation.models`), so the harness measures the 
   time-decayed) or the latest rating (explicit);
 - :func:`recent_history`: the ``retrain.window_days`` window of the history before the cut-off;
 - :func:`train_als`: the fit with the ``[retrain]`` settings, factors mapped back to string ids;
-- :func:`blend_scores`: the ``score-blend`` policy's served score (:mod:`batch.serving` and the harness);
 - :func:`replay_seed`: the seed of the DSGD epochs a retrain runs for a cut-off (warm-start, replay).
 
 Example
@@ -182,26 +181,5 @@ def train_als(spark: Any, cfg: Config, rc: RetrainConfig, history: Any, *, as_of
                      mu=mu, n_ratings=n_ratings, params=params, metrics=metrics)
 
 
-def blend_scores(online: np.ndarray | None, batch: np.ndarray | None, online_known: np.ndarray,
-                 batch_known: np.ndarray, alpha: float) -> np.ndarray | None:
-    """The ``score-blend`` policy's served scores of one user (or rows of users) over the items.
-
-    ``online``/``batch``: each model's scores (``[..., n_items]``), or None where the model does not
-    know the user; ``*_known``: bool ``[n_items]``, the items each model has. Where both models know
-    the user and the item: ``alpha * batch + (1 - alpha) * online``; where one model knows the item (or
-    only one knows the user): that model's score; items neither knows: ``-inf``. Both None: None (a
-    cold user: the caller serves popularity).
-    """
-    if online is None and batch is None:
-        return None
-    if batch is None:
-        return np.where(online_known, online, -np.inf)
-    if online is None:
-        return np.where(batch_known, batch, -np.inf)
-    both = online_known & batch_known
-    mixed = np.where(both, alpha * batch + (1.0 - alpha) * online, np.where(online_known, online, batch))
-    return np.where(online_known | batch_known, mixed, -np.inf)
-
-
-__all__ = ["MAX_DENSE_IDS", "AlsResult", "als_ratings", "blend_scores", "decay_weight", "dense_index",
+__all__ = ["MAX_DENSE_IDS", "AlsResult", "als_ratings", "decay_weight", "dense_index",
            "implicit_prefs", "recent_history", "replay_seed", "train_als"]

@@ -13,7 +13,7 @@ Two families of factor models:
   ``dsgd retrain`` runs, same parameters, id mapping and ALS settings) and the blend policies of
   :mod:`batch.blend` / :mod:`batch.serving` (``replace``: the snapshot replaces the live rows;
   ``warm-start``: ``retrain.warm_start_epochs`` DSGD epochs over the history from the online factors,
-  no ALS; ``score-blend``: :func:`dsgd.engines.als.blend_scores` of the frozen snapshot and the online model).
+  no ALS; ``score-blend``: :func:`dsgd.core.blend.blend_scores` of the frozen snapshot and the online model).
   The retrain runs at the period boundary on the events before it (cut-off ``as_of`` = boundary - 1 ms),
   so no event arrives between the cut-off and the swap (the product replays those).
 

@@ -220,7 +220,7 @@ class ProductModel:
 
     def _serve(self, on: tuple[np.ndarray, np.ndarray] | None, ba: tuple[np.ndarray, np.ndarray] | None,
                n_known: int, n: int) -> np.ndarray:
-        from dsgd.engines.als import blend_scores
+        from dsgd.core.blend import blend_scores
 
         if self.name == "als" or self.policy == "score-blend":
             if ba is None:  # before the first retrain

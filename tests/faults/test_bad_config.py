@@ -50,6 +50,8 @@ def _cases() -> list[tuple[str, str, list[str]]]:
                 out.append((key, "5", ["expected str"]))
             elif kind is dict:
                 out.append((key, "5", ["expected dict"]))
+            elif kind is list:
+                out.append((key, "5", ["expected list"]))
     return out
 
 

@@ -41,7 +41,8 @@ def served(spark, base_config, tmp_path):
 
     def rows(d):
         return spark.createDataFrame([(k, 0, v[0] if isinstance(v, tuple) else v, 0.0,
-                                       v[1] if isinstance(v, tuple) else 1) for k, v in d.items()], schema)
+                                       v[1] if isinstance(v, tuple) else 1) for k, v in d.items()], schema
+                                     ).withColumn(C.KEY, F.xxhash64(C.ID))  # the tables' key: XXH64 of the id
 
     store = FactorStore(spark, tables.factors)
     store.create(rank=2, kind="implicit")

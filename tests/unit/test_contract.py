@@ -23,7 +23,9 @@ from dsgd.core.contract import (
     MIN_TS_MS,
     REASONS,
     Event,
+    canonical_id,
     parse_event,
+    parse_fields,
 )
 from tests.contract_records import (
     EDGE_CASES,
@@ -32,6 +34,7 @@ from tests.contract_records import (
     KAFKA_TS_MS,
     RATING_MAX,
     RATING_MIN,
+    corpus,
     record_values,
 )
 
@@ -201,3 +204,28 @@ def test_a_valid_record_damaged_in_one_way_gets_that_damages_reason(user, item, 
         damage, reason = _TEXT_DEFECTS[defect]
         value = damage(good)
     assert ref(value, explicit=True) == reason, value
+
+
+_JSON_LEVEL = ("empty_value", "value_too_large", "malformed_json")
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_decoded_fields_get_the_verdict_of_the_record(explicit):
+    """parse_fields (events inside a request body, e.g. the server's fold-in) agrees with parse_event on
+    every hand-picked and fuzzed record whose value is a JSON object, once decoded by json.loads."""
+    checked = 0
+    for value in [v for v, _, _ in EDGE_CASES] + corpus(min(FUZZ_EXAMPLES, 1500)):
+        want = ref(value, explicit)
+        if want in _JSON_LEVEL:
+            continue
+        doc = json.loads(value)
+        got = parse_fields(doc, default_ts_ms=KAFKA_TS_MS, explicit=explicit, rating_min=RATING_MIN,
+                           rating_max=RATING_MAX)
+        assert got == want, value
+        checked += 1
+    assert checked > 500
+
+
+def test_canonical_id_follows_the_id_rules():
+    assert [canonical_id(v) for v in (7, -0, "7", "a b", 2**63 - 1)] == ["7", "0", "7", "a b", str(2**63 - 1)]
+    assert [canonical_id(v) for v in (2**63, 1.0, True, None, "", " a", "a\x00", "x" * (MAX_ID_CHARS + 1))] == [None] * 8
