@@ -251,11 +251,7 @@ class StreamTrainer:
                     self._lag_consumer.close()
         exc = query.exception()
         if exc is not None:
-            lines = [ln.strip() for ln in str(exc).splitlines()
-                     if ln.strip() and not ln.strip().startswith(("at ", "..."))]
-            cause = next((ln for ln in lines if re.search(r"(Exception|Error|Fault)\w*:", ln)),
-                         lines[0] if lines else repr(exc))
-            log.error("stream failed: %s", cause[:2000])
+            log.error("stream failed: %s", failure_cause(str(exc))[:2000])
             return 1
         return 0
 
@@ -637,6 +633,30 @@ def source_options(cfg: Config) -> dict[str, str]:
     for key, value in k.options.items():
         opts[key] = str(value).lower() if isinstance(value, bool) else str(value)
     return opts
+
+
+#: Exception lines that only wrap the real cause (py4j's call of a Python foreachBatch, Spark's awaitResult).
+_WRAPPERS = ("py4j.protocol.Py4JJavaError", "py4j.Py4JException", "Exception thrown in awaitResult")
+
+
+def failure_cause(text: str) -> str:
+    """The first exception message of a query failure's text that is not a wrapper, with the lines its
+    message continues on (Spark's Kafka errors span several), without stack frames."""
+    lines = [ln.strip() for ln in text.splitlines()]
+
+    def frame(ln: str) -> bool:
+        return not ln or ln.startswith(("at ", "...", "File ", "^", "Traceback", "Caused by: py4j"))
+
+    starts = [i for i, ln in enumerate(lines) if not frame(ln) and re.search(r"(Exception|Error|Fault)\w*:", ln)]
+    first = next((i for i in starts if not any(w in lines[i] for w in _WRAPPERS)), starts[0] if starts else None)
+    if first is None:
+        return next((ln for ln in lines if not frame(ln)), text[:200])
+    out = [lines[first]]
+    for ln in lines[first + 1:first + 9]:
+        if frame(ln) or ln.startswith("Caused by:"):
+            break
+        out.append(ln)
+    return " ".join(out)
 
 
 def _row_exists(spark: SparkSession, path: str, cond: Any) -> bool:
