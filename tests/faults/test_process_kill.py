@@ -1,14 +1,17 @@
-"""Item 3: SIGKILL and SIGTERM of a ``python -m dsgd stream`` process mid-stream, then restarts of the
-same command, give the factors of a fault-free run with every batch recorded once.
+"""Item 3: SIGKILLs and a SIGTERM of a ``python -m dsgd stream`` process mid-stream, each followed by a
+restart of the same command on the same checkpoint, end with the fault-free run bit for bit, every
+batch recorded once.
 
-Two tests: one at fixed points (SIGKILL right after a factor commit, SIGTERM while a batch runs), and a
-chaos test that SIGKILLs the whole trainer (its Python driver, JVM and Python workers) at seeded random
-moments several times during one stream. CI kills 3 times in the 8-batch reference stream;
+One stream, one test (each restart costs a JVM start): first SIGKILLs of the whole trainer (its Python
+driver, JVM and Python workers) at seeded random moments, then a SIGKILL at a fixed point (right after a
+batch's factor commit, before its metrics row and Spark's commit log), then a SIGTERM (a clean stop),
+then a run to the end. CI kills at 2 random moments in the 8-batch reference stream;
 ``DSGD_CHAOS_KILLS=12 DSGD_CHAOS_EVENTS=8000`` (and ``DSGD_CHAOS_SEED``) runs a longer chaos.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+from dsgd.factor_store import FactorStore
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import (
     REFERENCE_BATCH,
@@ -33,51 +37,11 @@ from tests.kafka.stream_helpers import assert_same_run, known_stream, produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
 
-CHAOS_KILLS = int(os.environ.get("DSGD_CHAOS_KILLS", "3"))
+CHAOS_KILLS = int(os.environ.get("DSGD_CHAOS_KILLS", "2"))
 CHAOS_EVENTS = int(os.environ.get("DSGD_CHAOS_EVENTS", str(REFERENCE_EVENTS)))
 CHAOS_SEED = int(os.environ.get("DSGD_CHAOS_SEED", "15"))
 
-
-def _command(conf) -> list[str]:
-    return ["stream", "--available-now", "--profile", "local", "--conf", str(conf),
-            "--set", 'spark.driver_memory="1g"', "--set", "spark.shuffle_partitions=2"]
-
-
-def test_sigkill_and_sigterm_of_the_trainer_process_then_restart_equal_the_fault_free_run(
-        spark, kafka_broker, topic, cfg, tmp_path, fault_free_run):
-    df, clean, n_batches = fault_free_run.events, fault_free_run.cfg, fault_free_run.batches
-    produce(kafka_broker.bootstrap, topic, df)
-    opts = {"kafka": {"max_offsets_per_trigger": REFERENCE_BATCH}}
-    assert n_batches == 8
-
-    crash = stream_cfg(cfg, topic, tmp_path / "crash", **opts)
-    cmd = _command(write_conf(tmp_path / "crash.toml", crash))
-
-    # 1. SIGKILL right after batch 2's factors are committed (before its metrics and Spark's commit log)
-    run = CliRun(cmd, env=cli_env(DSGD_FAULT="after_factors:2", DSGD_FAULT_MODE="kill"))
-    assert run.wait(400) == -signal.SIGKILL, run.text[-3000:]
-    m = metrics(spark, crash)
-    assert sorted(m["batch_id"]) == [0, 1]
-
-    # 2. restart; SIGTERM while a later batch runs (sent as soon as batch 4 is logged)
-    def on_line(r: CliRun, line: str) -> None:
-        if "batch 4: rows=" in line and not getattr(r, "termed", False):
-            r.termed = True
-            os.kill(r.proc.pid, signal.SIGTERM)
-
-    run = CliRun(cmd, on_line=on_line)
-    rc = run.wait(400)
-    assert getattr(run, "termed", False), run.text[-3000:]
-    assert rc == 0, run.text[-3000:]  # a clean stop, not a crash
-    assert "batch 2: factors already applied" in run.text  # batch 2's factors were in; its metrics replayed
-    done = sorted(metrics(spark, crash)["batch_id"])
-    assert done[:5] == [0, 1, 2, 3, 4] and len(done) < n_batches, done
-
-    # 3. restart to the end: bit for bit the fault-free run, every batch and event once
-    run = CliRun(cmd)
-    assert run.wait(400) == 0, run.text[-3000:]
-    got = assert_same_run(spark, clean.app.warehouse, crash.app.warehouse)
-    assert list(got["metrics"]["batch_id"]) == list(range(n_batches)) and len(got["events"]) == len(df)
+_BATCH_LINE = re.compile(r"batch (\d+): rows=.* total ([0-9.]+)s")
 
 
 def _group_gone(pgid: int) -> bool:
@@ -88,15 +52,13 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-_BATCH_LINE = re.compile(r"batch (\d+): rows=.* total ([0-9.]+)s")
+def _batches(run: CliRun) -> list[tuple[int, float]]:
+    """(batch id, seconds) of every batch the run logged."""
+    return [(int(b), float(s)) for b, s in _BATCH_LINE.findall(run.text)]
 
 
-def test_sigkill_at_random_moments_then_restarts_equal_the_fault_free_run(spark, kafka_broker, topic, cfg,
-                                                                         tmp_path, request):
-    """The whole trainer process group is SIGKILLed at a seeded random moment of each of several runs
-    (inside the first batch after a restart or a later one, in any phase, or between two batches),
-    restarted on the same checkpoint each time, and run to the end: the result equals an uninterrupted
-    run bit for bit, every batch and every event recorded once."""
+def test_sigkill_at_random_and_fixed_moments_and_sigterm_then_restarts_equal_the_fault_free_run(
+        spark, kafka_broker, topic, cfg, tmp_path, request):
     if CHAOS_EVENTS == REFERENCE_EVENTS:  # the fault suite's shared reference run
         ref = request.getfixturevalue("fault_free_run")
         df, clean = ref.events, ref.cfg
@@ -107,37 +69,59 @@ def test_sigkill_at_random_moments_then_restarts_equal_the_fault_free_run(spark,
         clean = stream_cfg(cfg, topic, tmp_path / "clean", kafka={"max_offsets_per_trigger": REFERENCE_BATCH})
         assert StreamTrainer(spark, clean).run(timeout_s=1200) == 0
     n_batches = -(-len(df) // REFERENCE_BATCH)
-    # each run is killed after at most 2 completed batches: the stream outlasts every kill
-    assert (n_batches - 1) // 2 >= CHAOS_KILLS, "too many kills for this stream; raise DSGD_CHAOS_EVENTS"
+    # each random kill comes at most 2 batches into its run; 3 more batches for the fixed kill and SIGTERM
+    assert n_batches - 3 >= 2 * CHAOS_KILLS, "too many kills for this stream; raise DSGD_CHAOS_EVENTS"
 
-    chaos = stream_cfg(cfg, topic, tmp_path / "chaos", kafka={"max_offsets_per_trigger": REFERENCE_BATCH})
-    cmd = _command(write_conf(tmp_path / "chaos.toml", chaos))
+    crash = stream_cfg(cfg, topic, tmp_path / "crash", kafka={"max_offsets_per_trigger": REFERENCE_BATCH})
+    cmd = ["stream", "--available-now", "--profile", "local", "--conf", str(write_conf(tmp_path / "crash.toml", crash)),
+           "--set", 'spark.driver_memory="1g"', "--set", "spark.shuffle_partitions=2"]
+
+    # 1. SIGKILL of the whole process group at seeded random moments: after 0 or 1 completed batches of
+    #    the run, plus a random fraction of a batch's time (any phase of a batch, or between two)
     rng = np.random.default_rng(CHAOS_SEED)
     landed: list[str] = []
-    batch_s = 2.0  # until a batch of a run has been timed
+    batch_s = 2.0  # until a batch has been timed
     for k in range(CHAOS_KILLS):
         after_batches, frac = int(rng.integers(0, 2)), float(rng.uniform(0.0, 1.0))
         run = CliRun(cmd)
         wait_for(lambda r=run: " started: topic=" in r.text or r.proc.poll() is not None, 300, "the stream to start")
-
-        def batches(r: CliRun = run) -> list[tuple[int, float]]:
-            return [(int(b), float(s)) for b, s in _BATCH_LINE.findall(r.text)]
-
-        wait_for(lambda r=run, n=after_batches: len(batches(r)) >= n or r.proc.poll() is not None, 300,
+        wait_for(lambda r=run, n=after_batches: len(_batches(r)) >= n or r.proc.poll() is not None, 300,
                  f"{after_batches} batches of run {k}")
-        if batches(run):
-            batch_s = batches(run)[-1][1]
+        if _batches(run):
+            batch_s = _batches(run)[-1][1]
         time.sleep(frac * batch_s)
         assert run.proc.poll() is None, f"run {k} ended before its kill:\n{run.text[-3000:]}"
-        last = [ln.strip() for ln in run.lines if "dsgd" in ln][-1:]
         os.killpg(run.proc.pid, signal.SIGKILL)
         assert run.wait(60) == -signal.SIGKILL
         wait_for(lambda p=run.proc.pid: _group_gone(p), 60, "the killed JVM and workers to exit")
-        landed.append(f"kill {k}: {after_batches} batch(es) + {frac:.2f} x {batch_s:.2f}s into the run, "
-                      f"after {[b for b, _ in batches(run)]}; last line: {last[0][:160] if last else '-'}")
+        last = [ln.strip() for ln in run.lines if "dsgd" in ln][-1:]
+        landed.append(f"kill {k}: {after_batches} batch(es) + {frac:.2f} x {batch_s:.2f}s into the run, after "
+                      f"{[b for b, _ in _batches(run)]}; last line: {last[0][:160] if last else '-'}")
     print("\n".join(landed))
 
+    # 2. SIGKILL right after the next batch's factors are committed (before its metrics and Spark's commit log)
+    applied = int(json.loads(FactorStore(spark, f"{crash.app.warehouse}/factors").meta_raw())["last_batch"]) \
+        if os.path.exists(f"{crash.app.warehouse}/factors") else -1
+    b = applied + 1
+    run = CliRun(cmd, env=cli_env(DSGD_FAULT=f"after_factors:{b}", DSGD_FAULT_MODE="kill"))
+    assert run.wait(400) == -signal.SIGKILL, run.text[-3000:]
+    assert b not in set(metrics(spark, crash)["batch_id"])
+
+    # 3. restart; SIGTERM as soon as it logs a batch (the replay of batch b): a clean stop, not a crash
+    def on_line(r: CliRun, line: str) -> None:
+        if "rows=" in line and not getattr(r, "termed", False):
+            r.termed = True
+            os.kill(r.proc.pid, signal.SIGTERM)
+
+    run = CliRun(cmd, on_line=on_line)
+    rc = run.wait(400)
+    assert getattr(run, "termed", False) and rc == 0, run.text[-3000:]
+    assert f"batch {b}: factors already applied" in run.text  # batch b's factors were in; its metrics replayed
+    done = sorted(metrics(spark, crash)["batch_id"])
+    assert done == list(range(len(done))) and b in done and len(done) < n_batches, done
+
+    # 4. restart to the end: bit for bit the fault-free run, every batch and event once
     run = CliRun(cmd)
     assert run.wait(600) == 0, run.text[-3000:]
-    got = assert_same_run(spark, clean.app.warehouse, chaos.app.warehouse)
+    got = assert_same_run(spark, clean.app.warehouse, crash.app.warehouse)
     assert list(got["metrics"]["batch_id"]) == list(range(n_batches)) and len(got["events"]) == len(df)
