@@ -32,13 +32,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsgd import columns as C  # noqa: E402
-from dsgd.config import load_config  # noqa: E402
-from dsgd.delta_conf import delta_settings  # noqa: E402
-from dsgd.factor_store import FactorStore  # noqa: E402
-from dsgd.session import build_session  # noqa: E402
-from dsgd.spark_engine import factors_to_spark  # noqa: E402
-from streaming.tables import append_once  # noqa: E402
+from dsgd.core import columns as C  # noqa: E402
+from dsgd.core.config import load_config  # noqa: E402
+from dsgd.store.delta_settings import delta_settings  # noqa: E402
+from dsgd.store.factor_store import FactorStore  # noqa: E402
+from dsgd.store.session import build_session  # noqa: E402
+from dsgd.engines.spark import factors_to_spark  # noqa: E402
+from dsgd.store.tables import append_once  # noqa: E402
 
 
 def _rows(rng: np.random.Generator, n: int, offset: int, rank: int) -> pd.DataFrame:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                 merge_write(mstore, u, i, batch_id=b)
                 merge_s.append(time.perf_counter() - t0)
                 merge_jobs = len(sc.statusTracker().getJobIdsForGroup(None)) - before
-        # the same rows appended with and without a transaction id (streaming.tables.append_once), alternating
+        # the same rows appended with and without a transaction id (dsgd.store.tables.append_once), alternating
         append_s: dict[bool, list[float]] = {True: [], False: []}
         append_jobs: dict[bool, int] = {}
         for b in range(a.batches):

@@ -7,7 +7,7 @@ the full four-model run.
 Writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and ``speed.json`` to ``--out`` (default bench/out/eval),
 and prints the full run's mean DCG@100 per model in the three seen-item modes (``summary.json``).
 ``--sizes ""`` skips the sweep.
-Without ``--path`` it runs on a synthetic stream (dsgd.synthetic.generate_stream).
+Without ``--path`` it runs on a synthetic stream (dsgd.evaluation.synthetic.generate_stream).
 """
 
 from __future__ import annotations
@@ -20,17 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsgd.evaluate_cli import write_sweep  # noqa: E402
-from dsgd.evaluation import (  # noqa: E402
-    parse_sizes,
-    prepare_stream,
-    run_prequential,
-    speed,
-    summary_table,
-    sweep_batch_sizes,
-)
-from dsgd.loaders import load_dataset  # noqa: E402
-from dsgd.synthetic import generate_stream  # noqa: E402
+from dsgd.evaluation.report import write_sweep  # noqa: E402
+from dsgd.evaluation.harness import parse_sizes, prepare_stream, run_prequential, speed, summary_table, sweep_batch_sizes
+from dsgd.evaluation.loaders import load_dataset  # noqa: E402
+from dsgd.evaluation.synthetic import generate_stream  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Throughput of :func:`dsgd.kernel.run_block` against a plain minimal numba SGD loop.
+"""Throughput of :func:`dsgd.core.kernel.run_block` against a plain minimal numba SGD loop.
 
 Both run the same explicit biased SGD over the same events (block-sorted: grouped by DSGD block with
 d x d blocks, random order inside a block, ``ts`` increasing in that order) on the same arrays, after
@@ -27,8 +27,8 @@ from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsgd.kernel import _check_and_count, _run_sorted, run_block
-from dsgd.params import KernelParams
+from dsgd.core.kernel import _check_and_count, _run_sorted, run_block
+from dsgd.core.params import KernelParams
 
 
 @njit(cache=True, nogil=True, fastmath=True)

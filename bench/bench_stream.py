@@ -109,7 +109,7 @@ def _progress_stats(progress: list) -> dict:
 def _plain_job(spark, cfg, path: str, checkpoint: str) -> dict:
     """The stack's limit: Kafka -> parse_events -> append the valid events to Delta, nothing else."""
     from streaming.events import parse_events, valid_events
-    from streaming.tables import EVENTS_PARTITION
+    from dsgd.store.tables import EVENTS_PARTITION
     from streaming.trainer import source_options
 
     m = cfg.model
@@ -169,10 +169,10 @@ def main() -> None:
     args = ap.parse_args()
     args.preload = args.preload or args.capacity
 
-    from dsgd.config import load_config
-    from dsgd.kafka_broker import KafkaBroker
-    from dsgd.session import build_session
-    from dsgd.synthetic import generate_stream, to_json_lines
+    from dsgd.core.config import load_config
+    from dsgd.ops.kafka_broker import KafkaBroker
+    from dsgd.store.session import build_session
+    from dsgd.evaluation.synthetic import generate_stream, to_json_lines
     from streaming.trainer import StreamTrainer
 
     home = Path(tempfile.mkdtemp(prefix="bench-stream-"))

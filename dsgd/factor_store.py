@@ -42,9 +42,9 @@ from typing import Any, TypeVar
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
-from dsgd.config import ConfigError
-from dsgd.delta_conf import delta_settings
+from dsgd.core import columns as C
+from dsgd.core.config import ConfigError
+from dsgd.store.delta_settings import delta_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

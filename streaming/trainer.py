@@ -8,7 +8,7 @@ Per micro-batch (``process_batch``):
 3. load the touched factor rows (all item rows for implicit models: negatives are drawn from them),
    initialise new ids deterministically, run the stratified DSGD step for ``model.epochs`` epochs;
 4. write the changed rows and the model metadata in ONE Delta commit (an append of new row versions,
-   compare-and-swap on the model sequence, see ``dsgd.factor_store``), skipped if the factors already
+   compare-and-swap on the model sequence, see ``dsgd.store.factor_store``), skipped if the factors already
    include this batch (replay after a crash); a divergent batch (non-finite or huge factors) is
    rejected: only the metadata moves, the model stays as it was, and an alert is recorded;
 5. append one ``metrics`` row; every ``stream.maintenance_every`` batches compact the factor table.
@@ -40,17 +40,19 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
-from dsgd.config import Config
-from dsgd.factor_store import FactorStore, ModelHead, StaleModel
-from dsgd.hashing import id_key, mix_seed
-from dsgd.local import SideFactors, train_epochs, vector_matrix
-from dsgd.params import KernelParams, params_from_model_config
-from dsgd.schedules import make_schedule, schedule_from_state
-from dsgd.spark_engine import ensure_ids, factors_to_spark, side_to_spark, train_epochs_spark
+from dsgd.core import columns as C
+from dsgd.core.config import Config
+from dsgd.store.factor_store import FactorStore, ModelHead
+from dsgd.store.errors import StaleModel
+from dsgd.core.hashing import id_key, mix_seed
+from dsgd.core.factors import SideFactors, vector_matrix
+from dsgd.engines.local import train_epochs
+from dsgd.core.params import KernelParams, params_from_model_config
+from dsgd.core.schedules import make_schedule, schedule_from_state
+from dsgd.engines.spark import ensure_ids, factors_to_spark, side_to_spark, train_epochs_spark
 from streaming.evaluate import evaluate_batch, sample_events
 from streaming.events import QUARANTINE_COLUMNS, parse_events, quarantined, valid_events
-from streaming.tables import EVENTS_PARTITION, Tables, append_once
+from dsgd.store.tables import EVENTS_PARTITION, Tables, append_once
 
 log = logging.getLogger("dsgd.stream")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dsgd.config import Config
+from dsgd.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -37,7 +37,7 @@ def stream_cfg(cfg: Config, topic: str, root: Path, *, kafka: dict | None = None
 def table(spark, cfg: Config, name: str) -> pd.DataFrame:
     """A table of the deployment; for ``factors`` the current model (one row per side + id)."""
     if name == "factors":
-        from dsgd.factor_store import FactorStore
+        from dsgd.store.factor_store import FactorStore
 
         return FactorStore(spark, f"{cfg.app.warehouse}/factors").current().toPandas()
     return spark.read.format("delta").load(f"{cfg.app.warehouse}/{name}").toPandas()

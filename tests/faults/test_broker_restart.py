@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from dsgd.kafka_broker import KafkaBroker
+from dsgd.ops.kafka_broker import KafkaBroker
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import REFERENCE_BATCH, stream_cfg, wait_for
 from tests.kafka.stream_helpers import assert_same_run, produce

@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch.blend import FACTOR_COLS
-from dsgd import columns as C
-from dsgd.factor_store import FactorStore
+from dsgd.core import columns as C
+from dsgd.store.factor_store import FactorStore
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import implicit_values, metrics, produce_raw, stream_cfg, wait_for
 from tests.kafka.stream_helpers import assert_same_factors, factors, known_stream

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from dsgd.synthetic import generate_stream
+from dsgd.evaluation.synthetic import generate_stream
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import children, cmdline, implicit_values, metrics, rss_mb, stream_cfg
 

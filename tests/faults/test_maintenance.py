@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
-from dsgd.factor_store import FactorStore
+from dsgd.store.factor_store import FactorStore
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import metrics, stream_cfg
 from tests.kafka.stream_helpers import assert_same_factors, known_stream, produce

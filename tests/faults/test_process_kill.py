@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from dsgd.factor_store import FactorStore
+from dsgd.store.factor_store import FactorStore
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import (
     REFERENCE_BATCH,

@@ -22,7 +22,7 @@ def test_task_retry_after_a_failed_first_attempt_gives_the_factors_of_a_run_with
     assert proc.returncode == 0, proc.stderr[-4000:]
     # the hook really fired: Spark logged lost task attempts carrying the injected error, then retried them
     lost = [ln for ln in proc.stderr.splitlines() if "Lost task" in ln]
-    assert lost, "no task attempt failed: is the DSGD_FAIL_FIRST_ATTEMPT hook in dsgd/spark_engine.py?"
+    assert lost, "no task attempt failed: is the DSGD_FAIL_FIRST_ATTEMPT hook in dsgd/engines/spark.py?"
     assert "DSGD_FAIL_FIRST_ATTEMPT" in proc.stderr
     assert "injected failure of barrier task" in proc.stderr  # the barrier stage was re-run whole
     assert "injected failure of partition" in proc.stderr  # the shuffle engine's tasks were retried

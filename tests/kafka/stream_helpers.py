@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dsgd.synthetic import generate_stream
+from dsgd.evaluation.synthetic import generate_stream
 from streaming.events import MAX_VALUE_BYTES
 
 #: Bad records of every kind, each with the reason it must be quarantined with.
@@ -87,7 +87,7 @@ def produce(bootstrap: str, topic: str, df: pd.DataFrame, bad: list[tuple[bytes 
 
 def factors(spark, warehouse: str, version: int | None = None) -> pd.DataFrame:
     """The current factor rows (one per side + id) of the model in ``warehouse``, sorted."""
-    from dsgd.factor_store import FactorStore
+    from dsgd.store.factor_store import FactorStore
 
     df = FactorStore(spark, f"{warehouse}/factors").current(version).where("side != 'm'").toPandas()
     return df.sort_values(["side", "id"]).reset_index(drop=True)
@@ -130,7 +130,7 @@ def run_tables(spark, warehouse: str) -> dict[str, pd.DataFrame]:
     metrics columns; sorted by their keys."""
     from pyspark.sql import functions as F
 
-    from dsgd.factor_store import FactorStore
+    from dsgd.store.factor_store import FactorStore
 
     cur = FactorStore(spark, f"{warehouse}/factors").current().toPandas()
     meta_raw = cur.loc[cur["side"] == "m", "meta"].iloc[0]

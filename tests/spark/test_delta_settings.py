@@ -1,4 +1,4 @@
-"""A session-wide Delta transaction id (set under ``dsgd.delta_conf``) never leaks into a commit made by
+"""A session-wide Delta transaction id (set under ``dsgd.store.delta_settings``) never leaks into a commit made by
 another thread."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from dsgd import columns as C
-from dsgd.delta_conf import delta_settings
-from dsgd.factor_store import CAS_APP, FactorStore
+from dsgd.core import columns as C
+from dsgd.store.delta_settings import delta_settings
+from dsgd.store.factor_store import CAS_APP, FactorStore
 
 pytestmark = pytest.mark.spark
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsgd.config import ModelConfig
-from dsgd.hashing import id_key, init_vectors, mix_seed
-from dsgd.model import DSGD, DSGDModel
-from dsgd.reference import run_block_reference
-from dsgd.schedules import make_schedule
-from dsgd.synthetic import planted_ratings
+from dsgd.core.config import ModelConfig
+from dsgd.core.hashing import id_key, init_vectors, mix_seed
+from dsgd.api import DSGD, DSGDModel
+from dsgd.core.reference import run_block_reference
+from dsgd.core.schedules import make_schedule
+from dsgd.evaluation.synthetic import planted_ratings
 
 pytestmark = pytest.mark.spark
 
@@ -44,7 +44,7 @@ def _assert_same_factors(a: DSGDModel, b: DSGDModel) -> None:
 
 
 def _reference_d1(ev: pd.DataFrame, est: DSGD, mu: float):
-    """Sequential NumPy reference of fit with d = 1: one block, seeds as dsgd.local.train_epochs."""
+    """Sequential NumPy reference of fit with d = 1: one block, seeds as dsgd.engines.local.train_epochs."""
     users = np.array(sorted(set(ev["user"])), dtype=object)
     items = np.array(sorted(set(ev["item"]), key=lambda s: int(id_key([s])[0])), dtype=object)  # by key
     uk, ik = id_key(users), id_key(items)
@@ -110,7 +110,7 @@ def test_spark_and_local_engines_give_the_same_factors_from_int_ids_without_seq(
 
 
 def test_barrier_stage_has_one_task_per_block_but_never_more_than_the_task_slots(spark):
-    from dsgd.barrier_engine import barrier_slots
+    from dsgd.engines.barrier import barrier_slots
 
     slots = spark.sparkContext._jsc.sc().maxNumConcurrentTasks(
         spark.sparkContext._jsc.sc().resourceProfileManager().defaultResourceProfile())

@@ -21,13 +21,14 @@ from batch.retrain import (
     snapshot_meta,
 )
 from batch.retrain_config import RetrainConfig, validated
-from dsgd import columns as C
-from dsgd.config import ConfigError
-from dsgd.factor_store import FactorStore
-from dsgd.hashing import id_key
-from dsgd.local import SideFactors, train_epochs
-from dsgd.schedules import make_schedule
-from streaming.tables import Tables
+from dsgd.core import columns as C
+from dsgd.core.config import ConfigError
+from dsgd.store.factor_store import FactorStore
+from dsgd.core.hashing import id_key
+from dsgd.core.factors import SideFactors
+from dsgd.engines.local import train_epochs
+from dsgd.core.schedules import make_schedule
+from dsgd.store.tables import Tables
 
 pytestmark = pytest.mark.spark
 

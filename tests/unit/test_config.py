@@ -6,8 +6,8 @@ import tomllib
 import pytest
 
 from dsgd import cli
-from dsgd.config import SECTIONS, ConfigError, load_config, reference_markdown
-from dsgd.paths import conf_dir
+from dsgd.core.config import SECTIONS, ConfigError, load_config, reference_markdown
+from dsgd.core.paths import conf_dir
 
 
 def test_conf_file_documents_every_declared_key_with_its_default():
@@ -17,7 +17,7 @@ def test_conf_file_documents_every_declared_key_with_its_default():
     for sec, cls in SECTIONS.items():
         declared = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                     for f in dataclasses.fields(cls)}
-        assert data[sec] == declared, f"conf/dsgd.toml [{sec}] differs from dsgd/config.py"
+        assert data[sec] == declared, f"conf/dsgd.toml [{sec}] differs from dsgd/core/config.py"
 
 
 def test_profile_file_and_overrides_apply_in_order(tmp_path):

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsgd.kernel import run_block
-from dsgd.params import KernelParams
-from dsgd.reference import run_block_reference
+from dsgd.core.kernel import run_block
+from dsgd.core.params import KernelParams
+from dsgd.core.reference import run_block_reference
 
 N_U, N_I = 40, 25
 

@@ -6,11 +6,12 @@ import itertools
 import numpy as np
 import pytest
 
-from dsgd.hashing import id_key, init_vectors, mix_seed
-from dsgd.local import SideFactors, train_epochs
-from dsgd.params import KernelParams
-from dsgd.reference import run_block_reference
-from dsgd.schedules import make_schedule
+from dsgd.core.hashing import id_key, init_vectors, mix_seed
+from dsgd.core.factors import SideFactors
+from dsgd.engines.local import train_epochs
+from dsgd.core.params import KernelParams
+from dsgd.core.reference import run_block_reference
+from dsgd.core.schedules import make_schedule
 
 RANK = 6
 
