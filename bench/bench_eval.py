@@ -4,7 +4,9 @@ the full four-model run.
     .venv/bin/python bench/bench_eval.py --dataset lastfm-tsv \\
         --path ../shared/data/lastfm-1k/listens-first10pct.tsv --sizes 10,100,1000,10000,day
 
-Writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and ``speed.json`` to ``--out`` (default bench/out/eval).
+Writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and ``speed.json`` to ``--out`` (default bench/out/eval),
+and prints the full run's mean DCG@100 per model in the three seen-item modes (``summary.json``).
+``--sizes ""`` skips the sweep.
 Without ``--path`` it runs on a synthetic stream (dsgd.evaluation.synthetic.generate_stream).
 """
 
@@ -18,7 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsgd.evaluation.harness import parse_sizes, prepare_stream, run_prequential, speed, sweep_batch_sizes
+from dsgd.evaluation.harness import (
+    parse_sizes,
+    prepare_stream,
+    run_prequential,
+    speed,
+    summary_table,
+    sweep_batch_sizes,
+)
 from dsgd.evaluation.loaders import load_dataset  # noqa: E402
 from dsgd.evaluation.report import write_sweep  # noqa: E402
 from dsgd.evaluation.synthetic import generate_stream  # noqa: E402
@@ -45,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    sw = sweep_batch_sizes(stream, parse_sizes(args.sizes), args.models)
-    md = write_sweep(sw, out, title=f"{args.dataset}: micro-batch size sweep")
-    print(md)
-    print(f"\nsweep: {time.perf_counter() - t:.1f} s")
+    if args.sizes:
+        sw = sweep_batch_sizes(stream, parse_sizes(args.sizes), args.models)
+        md = write_sweep(sw, out, title=f"{args.dataset}: micro-batch size sweep")
+        print(md)
+        print(f"\nsweep: {time.perf_counter() - t:.1f} s")
     if args.full_models:
         res = run_prequential(stream, args.full_models, batch_events=args.speed_batch)
         sp = {**speed(res), "models": res.models, "per_model_seconds": res.seconds}
@@ -57,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{sp['wall_seconds']:.1f} s, {sp['events_per_s']:.0f} events/s")
         for m, s in res.seconds.items():
             print(f"  {m}: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()))
+        summ = summary_table(res)[["model", "dcg_off", "dcg_exclude_seen", "dcg_strict"]]
+        (out / "summary.json").write_text(summ.to_json(orient="records", indent=1))
+        print(f"\nmean DCG@100, batches of {args.speed_batch} (off / exclude seen / strict):")
+        for r in summ.itertuples():
+            print(f"  {r.model}: {r.dcg_off:.4f} / {r.dcg_exclude_seen:.4f} / {r.dcg_strict:.4f}")
     return 0
 
 
