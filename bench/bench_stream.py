@@ -78,7 +78,7 @@ def _producer(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]
 class _MaintenanceLog(logging.Handler):
     """Collects the seconds of each maintenance pass from the trainer's log line."""
 
-    PATTERN = re.compile(r"maintenance: compacted and vacuumed .* in ([0-9.]+)s")
+    PATTERN = re.compile(r"maintenance: (?:rewrote|kept) the factors table .* in ([0-9.]+)s")
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
