@@ -1,8 +1,10 @@
 """The trainer runs for many micro-batches, across maintenance passes, without slowing down.
 
 Nothing is carried from batch to batch as a DataFrame, so the plan cannot grow; what could grow is the
-factor table's files and row versions, which maintenance (compaction + OPTIMIZE + VACUUM) brings back to
-one row per key and one file per side, and the Delta logs, which Delta checkpoints. Each micro-batch
+factor table's files and row versions, which maintenance bounds (:mod:`dsgd.store.maintenance`: every
+pass bin-packs the small files to one file per side and VACUUMs; it rewrites to one row per key once
+the superseded row versions outnumber ``stream.compaction_garbage_ratio`` x the model's rows), and the
+Delta logs, which Delta checkpoints. Each micro-batch
 costs a few seconds of fixed Spark/Delta work on a 2-core machine, so CI runs 16 batches with
 maintenance every 5 (three passes); ``DSGD_LONG_RUN_BATCHES=200`` runs the full-length version
 (maintenance every 12).
@@ -87,7 +89,8 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
                       model={"engine": "local", "negatives": 4})
     clock = _CpuClock()
     trainer = StreamTrainer(spark, cfg, fault_hook=clock)
-    assert trainer.run(timeout_s=BATCHES * 30) == 0
+    # a hang guard, not a speed check (that is the CPU comparison below): 16 batches took over 8 min at load 27
+    assert trainer.run(timeout_s=BATCHES * 90) == 0
     clock.samples.append((BATCHES, *clock.now()))  # the last maintenance pass and the query's stop
     wh = cfg.app.warehouse
 
@@ -96,21 +99,26 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
     f = factors(spark, wh)
     assert f.loc[f.side == "u", "count"].sum() == len(df)
 
-    # maintenance ran every EVERY batches; each pass left one file per side and one row per key
+    # maintenance ran every EVERY batches (a pass ends with its VACUUM); each pass left at most one file
+    # per side and at most 1 + ratio row versions per model row, exactly one per key after a rewrite
     passes = [b for b in range(1, BATCHES) if b % EVERY == 0]
+    ratio = cfg.stream.compaction_garbage_ratio
     log = _log_replay(f"{wh}/factors")
-    compactions = [i for i, (_, _, op) in enumerate(log) if "dsgd-compact" in op]
-    assert len(compactions) == len(passes) >= 3, [op for _, _, op in log]
-    after_pass = []
-    for i in compactions:
-        j = i + 1 if i + 1 < len(log) and log[i + 1][2].startswith("OPTIMIZE") else i
-        v, files, _ = log[j]
+    ends = [i for i, (_, _, op) in enumerate(log) if op.startswith("VACUUM END")]
+    assert len(ends) == len(passes) >= 3, [op for _, _, op in log]
+    after_pass, rewrites = [], 0
+    for start, end in zip([0, *ends[:-1]], ends, strict=True):
+        v, files, _ = log[end]
+        rewrote = any("dsgd-compact" in op for _, _, op in log[start + 1:end])
+        rewrites += rewrote
         stored = spark.read.format("delta").option("versionAsOf", v).load(f"{wh}/factors").count()
         current = len(factors(spark, wh, version=v)) + 1  # + the metadata row
-        assert files <= 3 and stored == current, (v, files, stored, current)
+        assert files <= 3 and current <= stored <= current + ratio * (current - 1), (v, files, stored, current)
+        assert stored == current or not rewrote, (v, stored, current)
         after_pass.append(files)
+    assert rewrites >= 1, [op for _, _, op in log]  # the garbage bound was reached and acted on
     # between passes the files grow with the batches, and no more in the last cycle than in the first
-    cycles = [max(n for _, n, _ in log[a:b]) for a, b in zip(compactions[:-1], compactions[1:], strict=True)]
+    cycles = [max(n for _, n, _ in log[a:b]) for a, b in zip(ends[:-1], ends[1:], strict=True)]
     assert cycles and cycles[-1] <= cycles[0], cycles
     # every table's Delta log is checkpointed: a reader replays at most 10 commits
     for name in ("factors", "events", "metrics"):
@@ -133,7 +141,7 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
               "cpu_maintenance_intervals": [round(float(x), 2) for x in cpu[maint]],
               "wall_maintenance_intervals": [round(float(x), 2) for x in wall[maint]],
               "cpu_per_interval": [round(float(x), 2) for x in cpu], "files_after_each_pass": after_pass,
-              "peak_files_per_cycle": cycles}
+              "peak_files_per_cycle": cycles, "rewrites": rewrites}
     print("LONG_RUN " + json.dumps(report))
     assert cpu[last].mean() <= CPU_GROWTH * cpu[first].mean(), report
     # a maintenance pass costs no more at the end of the run than early on (the first pass also compiles
