@@ -5,7 +5,8 @@ d x d blocks, random order inside a block, ``ts`` increasing in that order) on t
 a warm-up, best of ``--repeat`` interleaved runs. ``ratio``: run_block as in the first epoch over a
 batch (it also counts each event for the user/item update counts); ``ratio_later_epochs``: as in every
 further epoch over the same batch (``count=False``: checks + SGD). Also timed: run_block's SGD loop
-alone (``loop_only``) and its one validation pass (order + bounds check + counts). Prints JSON.
+alone (``loop_only``) and its one validation pass (order + bounds check + counts; and without the
+counts, so the counting's share is their difference). Prints JSON.
 
     .venv/bin/python bench/bench_kernel.py [--events 2000000 --users 50000 --items 20000 --d 16]
 """
@@ -100,22 +101,26 @@ def bench_rank(ev: dict[str, np.ndarray], n_u: int, n_i: int, rank: int, repeat:
     def check_only() -> None:  # the one pass over (u, i, ts, seq) that checks order/bounds and counts
         _check_and_count(ev["u"], ev["i"], ev["ts"], ev["seq"], state_l[2], state_l[5], True)
 
+    def check_no_count() -> None:  # the same pass without counting (later epochs: count=False)
+        _check_and_count(ev["u"], ev["i"], ev["ts"], ev["seq"], state_l[2], state_l[5], False)
+
     def baseline() -> None:
         U, bu, _, V, bi, _ = state_b
         minimal_sgd(U, bu, V, bi, ev["u"], ev["i"], ev["r"], params.lr, params.reg, params.mu)
 
     empty_i, empty_f, no_flags = np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.bool_)
     state_k = state_b = state_l = state()  # literally the same arrays for every variant
-    for f in (kernel, kernel_later, baseline, loop_only, check_only):  # warm-up (compile / load cache)
+    for f in (kernel, kernel_later, baseline, loop_only, check_only, check_no_count):  # warm-up (compile / cache)
         f()
     # interleave so all see the same machine load; factors keep training across repeats
-    t_k = t_k2 = t_b = t_l = t_c = float("inf")
+    t_k = t_k2 = t_b = t_l = t_c = t_c0 = float("inf")
     for _ in range(repeat):
         t_b = min(t_b, _best(baseline, 1))
         t_k = min(t_k, _best(kernel, 1))
         t_k2 = min(t_k2, _best(kernel_later, 1))
         t_l = min(t_l, _best(loop_only, 1))
         t_c = min(t_c, _best(check_only, 1))
+        t_c0 = min(t_c0, _best(check_no_count, 1))
     # same arithmetic: one fresh pass each must agree
     state_k, state_b = state(), state()
     kernel()
@@ -124,7 +129,8 @@ def bench_rank(ev: dict[str, np.ndarray], n_u: int, n_i: int, rank: int, repeat:
     return {"rank": rank, "events": n, "run_block_updates_per_s": n / t_k, "minimal_updates_per_s": n / t_b,
             "ratio": t_b / t_k, "run_block_later_epochs_updates_per_s": n / t_k2,
             "ratio_later_epochs": t_b / t_k2, "loop_only_updates_per_s": n / t_l, "loop_only_ratio": t_b / t_l,
-            "check_and_count_ms": 1000 * t_c, "max_abs_diff_U": max_diff}
+            "check_and_count_ms": 1000 * t_c, "check_only_ms": 1000 * t_c0,
+            "count_ms_by_difference": 1000 * (t_c - t_c0), "max_abs_diff_U": max_diff}
 
 
 def main() -> None:

@@ -14,13 +14,29 @@ append, Spark's offset and commit logs).
 ``kafka.max_offsets_per_trigger = rate x trigger``: each batch holds what one trigger interval brings
 at the offered rate, and no producer competes for the two cores (a Python producer tops out near
 13k events/s here and takes a core while it runs).
+
+``--capacity`` measures the trainer against the limit of its own stack, side by side in one run: the
+topic is preloaded, then a plain Structured Streaming job (the same Kafka source options, the same parser
+``streaming.events.parse_events``, an append of the valid events to a Delta table partitioned like
+``events``, nothing else) and the trainer each consume all of it as fast as they can (``availableNow``,
+the same ``maxOffsetsPerTrigger`` = rate x trigger, so the same batches), alternating ``--reps`` times
+from fresh tables and checkpoints. Both rates come from the queries' own progress reports: events of
+batches 2..n over the time between the end of batch 1 and the end of batch n. Printed: both rates and
+``trainer_over_plain`` (goal >= 0.6).
+
+    python bench/bench_stream.py --capacity --rate 50000 --seconds 30 --trigger "5 seconds" --reps 2
+
+Every run also reports each maintenance pass (``--maintenance-every``): its seconds (from the trainer's
+log line) and the trigger time of the batch that ran it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -59,6 +75,81 @@ def _producer(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]
     sent.append(n)
 
 
+class _MaintenanceLog(logging.Handler):
+    """Collects the seconds of each maintenance pass from the trainer's log line."""
+
+    PATTERN = re.compile(r"maintenance: (?:rewrote|kept) the factors table .* in ([0-9.]+)s")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self.PATTERN.search(record.getMessage())
+        if m:
+            self.seconds.append(float(m.group(1)))
+
+
+def _progress_stats(progress: list) -> dict:
+    """Rate and batch times of a query from its progress reports (batches that read something)."""
+    from datetime import datetime
+
+    ps = sorted((p for p in progress if p["numInputRows"] > 0), key=lambda p: p["batchId"])
+    ends = [datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")).timestamp()
+            + p["durationMs"]["triggerExecution"] / 1000 for p in ps]
+    rows = [int(p["numInputRows"]) for p in ps]
+    secs = np.array([p["durationMs"]["triggerExecution"] / 1000 for p in ps])
+    wall = ends[-1] - ends[0] if len(ends) > 1 else 0.0
+    return {"events": int(sum(rows)), "batches": len(ps), "mean_rows_per_batch": round(float(np.mean(rows)), 1),
+            "events_per_s": round(sum(rows[1:]) / wall, 1) if wall > 0 else None,
+            "batch_p50_s": round(float(np.percentile(secs, 50)), 2), "batch_max_s": round(float(secs.max()), 2),
+            "batch_seconds": [round(float(x), 2) for x in secs]}
+
+
+def _plain_job(spark, cfg, path: str, checkpoint: str) -> dict:
+    """The stack's limit: Kafka -> parse_events -> append the valid events to Delta, nothing else."""
+    from dsgd.store.tables import EVENTS_PARTITION
+    from streaming.events import parse_events, valid_events
+    from streaming.trainer import source_options
+
+    m = cfg.model
+    src = spark.readStream.format("kafka").options(**source_options(cfg)).load()
+    events = valid_events(parse_events(src, explicit=m.kind == "explicit", rating_min=m.rating_min,
+                                       rating_max=m.rating_max))
+    query = (events.writeStream.format("delta").outputMode("append").partitionBy(*EVENTS_PARTITION)
+             .option("checkpointLocation", checkpoint).trigger(availableNow=True).start(path))
+    query.awaitTermination()
+    return _progress_stats(query.recentProgress)
+
+
+def _trainer_job(spark, cfg, home: Path, rep: int, maint: _MaintenanceLog) -> dict:
+    from streaming.trainer import StreamTrainer
+
+    c = cfg.replace(app={"warehouse": str(home / f"wh-{rep}"), "checkpoint_root": str(home / f"ck-{rep}")},
+                    stream={"trigger": "available_now"})
+    n0 = len(maint.seconds)
+    trainer = StreamTrainer(spark, c)
+    query = trainer.start()
+    query.awaitTermination()
+    out = _progress_stats(query.recentProgress)
+    out["maintenance_pass_s"] = maint.seconds[n0:]
+    return out
+
+
+def capacity(spark, cfg, home: Path, reps: int, maint: _MaintenanceLog) -> dict:
+    """The plain job and the trainer over the same preloaded topic, alternating (see the module doc)."""
+    runs = []
+    for rep in range(reps):
+        plain = _plain_job(spark, cfg, str(home / f"plain-{rep}"), str(home / f"plain-ck-{rep}"))
+        trainer = _trainer_job(spark, cfg, home, rep, maint)
+        runs.append({"plain": plain, "trainer": trainer,
+                     "trainer_over_plain": round(trainer["events_per_s"] / plain["events_per_s"], 3)})
+    return {"runs": runs,
+            "plain_events_per_s_median": float(np.median([r["plain"]["events_per_s"] for r in runs])),
+            "trainer_events_per_s_median": float(np.median([r["trainer"]["events_per_s"] for r in runs])),
+            "trainer_over_plain_median": float(np.median([r["trainer_over_plain"] for r in runs]))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=20000.0, help="offered events per second")
@@ -72,7 +163,11 @@ def main() -> None:
                     help="stream.maintenance_every (compaction + VACUUM every N batches; default: the config's)")
     ap.add_argument("--preload", action="store_true",
                     help="produce everything first; batches capped at rate x trigger (see above)")
+    ap.add_argument("--capacity", action="store_true",
+                    help="trainer vs a plain parse + Delta append job on the same preloaded topic (see above)")
+    ap.add_argument("--reps", type=int, default=1, help="--capacity: alternating repetitions")
     args = ap.parse_args()
+    args.preload = args.preload or args.capacity
 
     from dsgd.core.config import load_config
     from dsgd.evaluation.synthetic import generate_stream, to_json_lines
@@ -97,7 +192,23 @@ def main() -> None:
                 *([f"kafka.max_offsets_per_trigger={int(args.rate * float(args.trigger.split()[0]))}"]
                   if args.preload else [])])
             spark = build_session(cfg)
+            maint = _MaintenanceLog()
+            logging.getLogger("dsgd.stream").addHandler(maint)
+            logging.getLogger("dsgd.stream").setLevel(logging.INFO)
             rss0 = _rss_mb()
+            if args.capacity:
+                sent: list[int] = []
+                _producer(broker.bootstrap, "events", values, keys, args.rate, args.seconds, sent,
+                          threading.Event(), False)
+                out = {"mode": "capacity", "engine": args.engine, "trigger": args.trigger,
+                       "max_offsets_per_trigger": int(args.rate * float(args.trigger.split()[0])),
+                       "events": sent[0], **capacity(spark, cfg, home, args.reps, maint),
+                       "loadavg_1m_at_end": os.getloadavg()[0], "cpus": os.cpu_count()}
+                spark.stop()
+                print(json.dumps(out, indent=2))
+                if args.out:
+                    Path(args.out).write_text(json.dumps(out, indent=2))
+                return
             trainer = StreamTrainer(spark, cfg)
             sent: list[int] = []
             stop = threading.Event()
@@ -151,6 +262,8 @@ def main() -> None:
                 "phase_means_s": {k: round(float(m[f"seconds_{k}"].mean()), 2)
                                   for k in ("parse", "eval", "train", "write")},
                 "final_lag_records": int(m.sort_values("batch_id")["lag_records"].iloc[-1]),
+                "maintenance_pass_s": maint.seconds,
+                "trigger_seconds": _progress_stats(query.recentProgress)["batch_seconds"],
                 "driver_rss_mb": [round(rss0, 1), round(_rss_mb(), 1)],
                 "cpus": os.cpu_count(),
             }

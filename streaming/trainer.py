@@ -240,22 +240,34 @@ def resolve_engine(engine: str, store: FactorStore, max_rows: int) -> str:
     return chosen
 
 
+#: Exception lines that only wrap the real cause (Spark's call of a Python foreachBatch through the py4j
+#: proxy, py4j's call back into the JVM, Spark's awaitResult).
+_WRAPPERS = ("ForeachBatchUserFuncException", "An exception was raised by the Python Proxy",
+             "py4j.protocol.Py4JJavaError", "py4j.Py4JException", "Exception thrown in awaitResult")
+
+
 def failure_cause(text: str) -> str:
-    """The line of a streaming query's exception that names the cause, not a stack frame: the Python
-    exception of a failed ``foreachBatch`` (the last unindented line of its traceback), else the first
-    line naming an exception."""
-    if "Traceback (most recent call last)" in text:
-        body = text.rsplit("Traceback (most recent call last)", 1)[1].split("=== Streaming Query ===")[0]
-        lines = body.splitlines()[1:]
-        raised = [n for n, ln in enumerate(lines) if re.match(r"^[A-Za-z_][\w.]*: ", ln)]
-        if raised:
-            cause = lines[raised[0]].strip()
-            if cause.startswith("py4j.protocol.Py4JJavaError") and raised[0] + 1 < len(lines):
-                cause += " " + lines[raised[0] + 1].strip()  # the Java exception is on the next line
-            return cause[:2000]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("at ", "..."))]
-    cause = next((ln for ln in lines if re.search(r"(Exception|Error|Fault)\w*:", ln)), lines[0] if lines else text)
-    return cause[:2000]
+    """The first exception message of a query failure's text that is not a wrapper (for a failed
+    ``foreachBatch``, the Python exception), with the lines its message continues on (Spark's Kafka
+    errors span several), without stack frames; at most 2000 characters."""
+    lines = [ln.strip() for ln in text.splitlines()]
+
+    def frame(ln: str) -> bool:
+        return not ln or ln.startswith(("at ", "...", "File ", "^", "Traceback", "Caused by: py4j"))
+
+    def raised(ln: str) -> bool:  # a Java/Scala exception, or a Python one as its traceback ends: "pkg.mod.Cls: msg"
+        return bool(re.search(r"(Exception|Error|Fault)\w*:", ln) or re.match(r"[A-Za-z_]\w*(\.\w+)*\.[A-Z]\w*: ", ln))
+
+    starts = [i for i, ln in enumerate(lines) if not frame(ln) and raised(ln)]
+    first = next((i for i in starts if not any(w in lines[i] for w in _WRAPPERS)), starts[0] if starts else None)
+    if first is None:
+        return next((ln for ln in lines if not frame(ln)), text)[:2000]
+    out = [lines[first]]
+    for ln in lines[first + 1:first + 9]:
+        if frame(ln) or ln.startswith("Caused by:"):
+            break
+        out.append(ln)
+    return " ".join(out)[:2000]
 
 
 __all__ = ["StreamTrainer", "BatchResult", "InjectedFault", "FAULT_POINTS", "METRICS_SCHEMA", "LAG_RETRY_S",

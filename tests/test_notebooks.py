@@ -7,6 +7,7 @@ fresh machine where only the venv exists (no ``ipykernel install`` into the user
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,31 @@ SMALL = {"01_quickstart.ipynb": "N_EVENTS, N_USERS, N_ITEMS, DAYS, SEED = 3000, 
          "02_batch_vs_online.ipynb": "N_EVENTS, N_USERS, N_ITEMS, DAYS, SEED = 3000, 60, 120, 21, 1\n"
                                      "BATCH_EPOCHS = 3",
          "03_streaming_kafka.ipynb": "N_EVENTS, N_USERS, N_ITEMS, BATCH = 3000, 100, 60, 1000"}
+#: What each notebook must show on the small data (regular expressions over its text outputs), and
+#: whether it displays an image (02 shows its PNG; 03's matplotlib figure is not rendered under Agg).
+SHOWS = {
+    "01_quickstart.ipynb": ([r"^3,000 events, 60 users, 114 items$",
+                             r"^30 micro-batches; 60 users, 114 items; loss of the positives: first batch \d\.\d{3}, "
+                             r"last batch \d\.\d{3}$",
+                             r"dcg_off", r"online DSGD vs popularity \(mode off\): 0\.\d{4} vs 0\.\d{4}"], False),
+    "02_batch_vs_online.ipynb": ([r"^3,000 events, \d+ users, \d+ items$", r"'events': 3000",
+                                  r"(?s)popularity.*online.*batch.*batch\+online"], True),
+    "03_streaming_kafka.ipynb": ([r"^3000 events; \d+ users; \d+ items$", r"records sent: 3002$",
+                                  r"rows_quarantined", r"malformed_json", r"missing_item",
+                                  r"^top-10 for \S+ : \[('[^']+', ){9}'[^']+'\]$", r"^broker stopped: True$"], False),
+}
+
+
+def _outputs(nb) -> tuple[str, int]:
+    """All text the notebook printed or displayed, and the number of images it showed."""
+    text, images = [], 0
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            text.append(o.get("text", ""))
+            data = o.get("data", {})
+            text.append(data.get("text/plain", ""))
+            images += "image/png" in data
+    return "\n".join(text), images
 
 
 @pytest.fixture(scope="module")
@@ -49,5 +75,8 @@ def test_notebook_runs_top_to_bottom_on_small_data(name, kernel_path, monkeypatc
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "events" in text
+    text, images = _outputs(nb)
+    patterns, figure = SHOWS[name]
+    missing = [p for p in patterns if not re.search(p, text, re.MULTILINE)]
+    assert not missing, (missing, text[-3000:])
+    assert (images > 0) == figure, images

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -331,7 +332,11 @@ class FactorStore:
             DeltaTable.forPath(self.spark, self.path).optimize().executeCompaction()
 
     def vacuum(self, retention_hours: float) -> None:
-        """Delete files no longer referenced by versions newer than ``retention_hours`` (VACUUM)."""
+        """Delete files no longer referenced by versions newer than ``retention_hours`` (VACUUM).
+
+        Delta's VACUUM honours whole hours only (a 20 s retention deleted files replaced 15 s before, as
+        0 h would), so a fractional retention is rounded up: the window is never shorter than asked.
+        """
         from delta.tables import DeltaTable
 
         # VACUUM lists the table's folders with spark.sql.sources.parallelPartitionDiscovery.parallelism
@@ -343,7 +348,7 @@ class FactorStore:
         if retention_hours < 168:
             settings["spark.databricks.delta.retentionDurationCheck.enabled"] = "false"
         with delta_settings(self.spark, settings):
-            DeltaTable.forPath(self.spark, self.path).vacuum(retention_hours)
+            DeltaTable.forPath(self.spark, self.path).vacuum(float(math.ceil(retention_hours)))
 
     def restore(self, *, version: int | None = None, timestamp: str | None = None) -> ModelHead:
         """Roll the model back to an earlier Delta version or timestamp: its rows and metadata become the

@@ -165,14 +165,12 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str, every: float =
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """Resident memory of ``pid`` in MB (raises if the process or its VmRSS line is not there)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    raise FileNotFoundError(f"no VmRSS for process {pid}")
 
 
 def children(pid: int) -> list[int]:

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from dsgd.ops.kafka_broker import KafkaBroker
 from streaming.trainer import StreamTrainer
-from tests.faults.helpers import REFERENCE_BATCH, metrics, stream_cfg, table, wait_for
-from tests.kafka.stream_helpers import assert_same_factors, factors, produce
+from tests.faults.helpers import REFERENCE_BATCH, stream_cfg, wait_for
+from tests.kafka.stream_helpers import assert_same_run, produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark]
 
 
-def _by_partition(offsets) -> list[dict]:
-    return [{key.rsplit(":", 1)[1]: span for key, span in json.loads(o).items()} for o in offsets]
-
-
 def test_broker_restart_mid_stream_loses_nothing_and_gives_the_fault_free_factors(spark, cfg, tmp_path,
                                                                                   fault_free_run):
-    broker = KafkaBroker(tmp_path / "kafka", port=0, heap="256m")
+    broker = KafkaBroker(tmp_path / "kafka", port=0, heap="384m")  # 256m: OOM in the log cleaner at start
     broker.start()
     try:
         broker.create_topic("events", partitions=2)
@@ -34,32 +29,31 @@ def test_broker_restart_mid_stream_loses_nothing_and_gives_the_fault_free_factor
                                                                     "trigger_interval": "1 second"}, **opts)
         trainer = StreamTrainer(spark, live)
         query = trainer.start()
-        outcome = "recovered"
         try:
             wait_for(lambda: len(trainer.results) >= 2 or not query.isActive, 300, "two batches")
             broker.stop()
+            read_before = sum(r.rows_in for r in trainer.results)
             down_at = len(trainer.results)
             time.sleep(8)
             broker = KafkaBroker(tmp_path / "kafka", port=broker.port, controller_port=broker.controller_port,
-                                 heap="256m")
+                                 heap="384m")
             broker.start()
+            up_at = len(trainer.results)
             wait_for(lambda: sum(r.rows_in for r in trainer.results) >= len(df) or not query.isActive, 300,
                      "the stream to finish or fail")
-            if not query.isActive:  # it failed loudly: the restart resumes from the checkpoint
-                outcome = f"failed: {str(query.exception())[:200]}"
+            # the same query recovered by itself: it is still running, with no exception
+            assert query.isActive and query.exception() is None, str(query.exception())[:2000]
         finally:
             if query.isActive:
                 query.stop()
-        if outcome != "recovered":
-            assert StreamTrainer(spark, live.replace(stream={"trigger": "available_now"})).run(timeout_s=400) == 0
-        print(f"broker restart after batch {down_at}: {outcome}")
+        print(f"broker down after batch {down_at - 1} ({read_before} records read), up again after {up_at} batches")
+        # the downtime fell inside the stream: records were still to read when the broker went down, and
+        # batches ran after it came back
+        assert down_at >= 2 and read_before < len(df) and len(trainer.results) > up_at
 
-        assert_same_factors(factors(spark, clean.app.warehouse), factors(spark, live.app.warehouse))
-        m, mc = metrics(spark, live), metrics(spark, clean)
-        assert m["batch_id"].is_unique and m["rows_in"].sum() == len(df)
-        assert m["records_lost"].sum() == 0
-        assert len(table(spark, live, "events")) == len(df)
-        # the same offsets per batch and partition (the reference ran on another topic)
-        assert _by_partition(m["offsets"]) == _by_partition(mc["offsets"])
+        # bit for bit the fault-free run: factors, every events column, every deterministic metrics column
+        # (incl. the same offsets per batch and partition, records_lost 0); each batch and event once
+        got = assert_same_run(spark, clean.app.warehouse, live.app.warehouse)
+        assert len(got["events"]) == len(df) and (got["metrics"]["records_lost"] == 0).all()
     finally:
         broker.stop()

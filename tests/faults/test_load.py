@@ -51,9 +51,16 @@ def _live_heap_mb(spark) -> float:
 def _memory(spark) -> dict[str, float]:
     me = os.getpid()
     jvm = [p for p in children(me) if "SparkSubmit" in cmdline(p) or "pyspark-shell" in cmdline(p)]
-    workers = [p for j in jvm for p in children(j) if "python" in cmdline(p)]
-    return {"driver_python": rss_mb(me), "driver_jvm_rss": sum(rss_mb(p) for p in jvm),
-            "driver_jvm_live_heap": _live_heap_mb(spark), "python_workers": sum(rss_mb(p) for p in workers)}
+    assert len(jvm) == 1, "the driver JVM was not found"
+    workers = []
+    for p in (p for p in children(jvm[0]) if "python" in cmdline(p)):
+        try:
+            workers.append(rss_mb(p))
+        except FileNotFoundError:  # an idle worker that exited between the listing and the read
+            continue
+    return {"driver_python": rss_mb(me), "driver_jvm_rss": rss_mb(jvm[0]),
+            "driver_jvm_live_heap": _live_heap_mb(spark), "python_workers": sum(workers),
+            "python_worker_count": len(workers)}
 
 
 def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, topic, cfg, tmp_path):
@@ -70,11 +77,16 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
     t0 = time.monotonic()
     prod.start()
     try:
-        while prod.is_alive() and query.isActive:
-            samples.append({"t": time.monotonic() - t0, **_memory(spark)})
-            time.sleep(5)
-        deadline = time.monotonic() + 180
-        while query.isActive and sum(r.rows_in for r in trainer.results) < sum(sent) and time.monotonic() < deadline:
+        deadline = None
+        # memory is sampled every 5 s while the load is offered and while the stream catches up, from the
+        # end of the 2nd batch on (before it: JIT compilation, first model load, the allocators' growth)
+        while query.isActive and (prod.is_alive() or sum(r.rows_in for r in trainer.results) < sum(sent)):
+            if not prod.is_alive() and deadline is None:
+                deadline = time.monotonic() + 180
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if len(trainer.results) >= 2 and (not samples or time.monotonic() - t0 - samples[-1]["t"] >= 5):
+                samples.append({"t": time.monotonic() - t0, "batches": len(trainer.results), **_memory(spark)})
             time.sleep(1)
         caught_up_s = time.monotonic() - t0 - SECONDS
     finally:
@@ -85,9 +97,10 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
     assert m["rows_in"].sum() == sum(sent) == len(values)
     lag = m["lag_records"].to_numpy()
     durations = m["seconds_total"].to_numpy()
+    assert len(samples) >= 6 and samples[-1]["batches"] > samples[0]["batches"], samples
     half = len(samples) // 2
     # medians: one sample taken while a batch holds its working set must not decide the verdict
-    mem = {k: (float(np.median([s[k] for s in samples[1:half]])), float(np.median([s[k] for s in samples[half:]])))
+    mem = {k: (float(np.median([s[k] for s in samples[:half]])), float(np.median([s[k] for s in samples[half:]])))
            for k in ("driver_python", "driver_jvm_rss", "driver_jvm_live_heap", "python_workers")}
     report = {"offered_eps": RATE, "seconds": SECONDS, "events": int(sum(sent)), "batches": len(m),
               "lag_records_p50": float(np.median(lag)), "lag_records_max": int(lag.max()),
@@ -97,13 +110,20 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
               "rss_mb_samples": [{k: round(v, 1) for k, v in s.items()} for s in samples]}
     print("LOAD " + json.dumps(report))
     (tmp_path / "load.json").write_text(json.dumps(report, indent=2))
-    # lag bounded: never more than ~8 triggers' worth of offered events behind, and caught up at the end
-    assert lag.max() <= 8 * RATE * TRIGGER_S, report
-    assert lag[-1] <= RATE * TRIGGER_S, report
-    assert caught_up_s < 60, report
-    # memory flat: the second half is not more than 25% (+64 MB slack) above the first; for the JVM
-    # the live heap after GC (its RSS is reported only: it follows heap growth, not retained objects)
+    # lag bounded: every batch took in all that had arrived when it started, so the records waiting at its
+    # probe are at most those offered while it read its own (its parse phase, plus up to 2 s of planning
+    # between Spark fixing its offsets and the batch starting, plus one producer burst)
+    parse = m["seconds_parse"].to_numpy()
+    assert (lag >= 0).all(), ("the consumer-lag probe failed", report)
+    assert (lag <= RATE * (parse + 2.0) + 20).all(), report
+    assert lag[-1] <= RATE * TRIGGER_S and caught_up_s < 60, report
+    # memory flat: the second half's median is within 32 MB of the first's for the Python processes
+    # (measured: +3 to +6 MB), and within 25 % for the JVM's live heap after GC (measured: +1 to +17 %,
+    # the UI's retained jobs and Delta's log cache filling); the JVM's RSS is reported, not judged (it
+    # follows heap growth up to -Xmx, not retained objects)
+    assert all(s["python_worker_count"] > 0 for s in samples), "no Python worker found: nothing was measured"
     for k, (a, b) in mem.items():
-        if k == "driver_jvm_rss":
-            continue
-        assert b <= 1.25 * a + 64, (k, report)
+        if k == "driver_jvm_live_heap":
+            assert b <= 1.25 * a, (k, report)
+        elif k in ("driver_python", "python_workers"):
+            assert b <= a + 32, (k, report)

@@ -39,17 +39,24 @@ def test_factor_write_ignores_another_threads_session_txn_settings_and_records_o
     def other_writer() -> None:  # holds its session-wide txn id, as a MERGE or VACUUM would
         with delta_settings(spark, TXN):
             held.set()
-            done.wait(120)
+            done.wait(300)
 
+    wrote: list[bool] = []
+    writer = threading.Thread(target=lambda: wrote.append(store.write(row, None, meta={"stream_id": "s"}, batch_id=3)))
     th = threading.Thread(target=other_writer)
     th.start()
-    held.wait(30)
+    assert held.wait(30)
     try:
         assert spark.conf.get("spark.databricks.delta.write.txnAppId") == "other-writer"
-        assert store.write(row, None, meta={"stream_id": "s"}, batch_id=3)
+        writer.start()
+        writer.join(90)  # the write takes a second or two; one that waited for the lock would hang here
+        assert not writer.is_alive(), "the factor write waited for another thread's Delta settings"
+        assert th.is_alive() and not done.is_set()  # ... which were held the whole time
+        assert wrote == [True]
     finally:
         done.set()
         th.join(30)
+        writer.join(300)
     actions = _commit_actions(store.path, store.version())
     txns = [a["txn"] for a in actions if "txn" in a]
     assert txns and {(t["appId"], t["version"]) for t in txns} == {(CAS_APP, 1)}

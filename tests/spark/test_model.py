@@ -33,16 +33,14 @@ def _events(n=400, n_u=25, n_i=18, seed=0, int_ids=False, with_seq=True):
     return df
 
 
-def _assert_same_factors(a: DSGDModel, b: DSGDModel, exact: bool = True) -> None:
+def _assert_same_factors(a: DSGDModel, b: DSGDModel) -> None:
+    """Bit for bit: same ids, vectors, biases and counts."""
     for x, y in [(a.user_ids, b.user_ids), (a.item_ids, b.item_ids)]:
         assert x.tolist() == y.tolist()
     pairs = [(a.user_vecs, b.user_vecs), (a.user_bias, b.user_bias), (a.item_vecs, b.item_vecs),
              (a.item_bias, b.item_bias), (a.user_count, b.user_count), (a.item_count, b.item_count)]
     for x, y in pairs:
-        if exact:
-            np.testing.assert_array_equal(x, y)
-        else:
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(x, y)
 
 
 def _reference_d1(ev: pd.DataFrame, est: DSGD, mu: float):
@@ -83,11 +81,12 @@ def test_d1_spark_fit_equals_sequential_numpy_reference(spark, kind):
     users, U, bu, items, V, bi, losses = _reference_d1(ev, est, mu)
     ur, ir = pd.Index(model.user_ids).get_indexer(users), pd.Index(model.item_ids).get_indexer(items)
     assert (ur >= 0).all() and (ir >= 0).all() and len(model.user_ids) == len(users)
-    np.testing.assert_allclose(model.user_vecs[ur], U, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.item_vecs[ir], V, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.user_bias[ur], bu, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.item_bias[ir], bi, rtol=1e-4, atol=1e-5)
-    assert [h["loss"] for h in model.history] == pytest.approx(losses, rel=1e-4)
+    # the compiled kernel (fastmath: reassociated float32 sums) vs NumPy: float32 rounding apart
+    np.testing.assert_allclose(model.user_vecs[ur], U, rtol=1e-6, atol=5e-7)
+    np.testing.assert_allclose(model.item_vecs[ir], V, rtol=1e-6, atol=5e-7)
+    np.testing.assert_allclose(model.user_bias[ur], bu, rtol=1e-6, atol=5e-7)
+    np.testing.assert_allclose(model.item_bias[ir], bi, rtol=1e-6, atol=5e-7)
+    assert [h["loss"] for h in model.history] == pytest.approx(losses, rel=1e-6)
     assert [h["updates"] for h in model.history] == [len(ev)] * 2
 
 
@@ -100,7 +99,10 @@ def test_spark_and_local_engines_give_the_same_factors_from_int_ids_without_seq(
     on_spark = DSGD(engine="spark", spark_exchange=exchange, **kw).fit(spark.createDataFrame(ev))
     local_from_pandas = DSGD(engine="local", **kw).fit(ev)
     assert on_spark.engine == "spark" and local_from_pandas.engine == "local"
-    assert "1000" in set(on_spark.item_ids) | {"1000"} and all(isinstance(x, str) for x in on_spark.user_ids)
+    # int ids come back as their decimal text, every one of them, on both engines
+    for model in (on_spark, local_from_pandas):
+        assert sorted(model.item_ids) == sorted(str(x) for x in set(ev["item"]))
+        assert sorted(model.user_ids) == sorted(str(x) for x in set(ev["user"]))
     _assert_same_factors(on_spark, local_from_pandas)
     for key in ("loss", "lr", "updates"):  # the bold driver moved the rate the same way on every engine
         assert [h[key] for h in on_spark.history] == [h[key] for h in local_from_pandas.history], key
@@ -204,13 +206,15 @@ def test_partial_fit_adds_new_ids_and_replays_deterministically(planted):
                         "rating": [4.0, 3.0, 5.0], "ts": [10**13] * 3})
     sa = a.partial_fit(new, batch_id=5, epochs=2)
     sb = b.partial_fit(new, batch_id=5, epochs=2)
-    assert [s["updates"] for s in sa] == [3, 3] and sa == [{k: v for k, v in s.items()} for s in sa]
+    def timeless(stats):
+        return [{k: v for k, v in s.items() if k != "seconds"} for s in stats]
+
+    assert [s["updates"] for s in sa] == [3, 3] and timeless(sa) == timeless(sb)  # loss, lr, ... all equal
     _assert_same_factors(a, b)
     assert "newbie" in set(a.user_ids) and "brand-new" in set(a.item_ids)
     assert a.mu == model.mu and a.history[-1]["batch_id"] == 5
     assert {("newbie", "brand-new")} <= set(map(tuple, a.seen.to_numpy()))
     assert not np.isnan(a.predict(["newbie"], ["i2"])[0]) and np.isnan(model.predict(["newbie"], ["i2"])[0])
-    assert [s["loss"] for s in sa] == [s["loss"] for s in sb]
 
 
 def test_save_and_load_round_trip(planted, tmp_path):

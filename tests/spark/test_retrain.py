@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pandas as pd
@@ -186,7 +185,7 @@ def test_replace_policy_live_equals_snapshot_except_ids_with_events_after_the_cu
                  batch_id=replay_seed(CUT), init_scale=m.init_scale, rank=RANK)
     live = factors(spark, cfg, C.SIDE_USER)
     for x, vec in zip(su.ids, su.vec, strict=True):
-        np.testing.assert_allclose(live[x][0], vec, atol=1e-6)
+        np.testing.assert_array_equal(live[x][0], vec)  # the same engine, the same seeds: bit for bit
 
 
 def test_warm_start_starts_from_the_online_factors_and_epochs_move_them(spark, base_config, tmp_path):
@@ -222,7 +221,7 @@ def test_warm_start_starts_from_the_online_factors_and_epochs_move_them(spark, b
                  d=m.blocks, epochs=2, schedule=make_schedule(m.lr_schedule, 0.03), strata_order=m.strata_order,
                  seed=m.seed, batch_id=replay_seed(CUT), init_scale=m.init_scale, rank=RANK)
     for x, vec in zip(su.ids, su.vec, strict=True):
-        np.testing.assert_allclose(live[C.SIDE_USER][x][0], vec, atol=1e-6)
+        np.testing.assert_array_equal(live[C.SIDE_USER][x][0], vec)
         assert not np.allclose(vec, online[C.SIDE_USER][x][0])
         assert live[C.SIDE_USER][x][2] == online[C.SIDE_USER][x][2]  # counts: history counted once already
     assert fs.meta()["blend_policy"] == "warm-start"
@@ -260,53 +259,79 @@ def test_retrain_config_is_validated_and_as_of_parsed():
     assert parse_as_of(str(T0)) == T0
 
 
-def test_retrain_while_the_stream_commits_loses_no_batch_update(spark, base_config, tmp_path):
-    """A thread plays the stream: per batch, append events after the cut-off and MERGE its factor rows
-    (FactorStore.write, as StreamTrainer does) while the retrain (replace) runs. Every batch's rows must
-    be in the final table: its new ids with their exact vectors, its touched ids' counts, its last_batch."""
+def test_retrain_while_the_stream_commits_loses_no_batch_update(spark, base_config, tmp_path, monkeypatch):
+    """The stream commits batches inside the retrain's race window: after the swap computed its rows from
+    the live model and before it commits them (the swap's first rebase), then once after the swap.
+
+    The swap must lose its first compare-and-swap (2 attempts) and rebase onto the stream's commits
+    instead of overwriting them: every batch's new user keeps its exact row (vector, count 1),
+    the user of the batch already in before the retrain is the replay of its event, and each batch and
+    the swap made exactly one commit."""
+    import batch.blend as blend
+
     cfg = local_cfg(base_config, tmp_path, kind="implicit")
     hist = make_events(explicit=False)
     write_events(spark, cfg, hist)
     tables = Tables.from_config(cfg)
     seed_online(spark, cfg, sorted(set(hist[C.USER])), sorted(set(hist[C.ITEM])))
     store = FactorStore(spark, tables.factors)
-    n_batches = 4
-    errors: list[BaseException] = []
-    started = threading.Event()
 
-    def stream() -> None:
-        try:
-            for b in range(1, n_batches + 1):
-                user = f"s{b:03d}"  # a new user per batch, event after the cut-off on an old item
-                write_events(spark, cfg, pd.DataFrame({C.USER: [user], C.ITEM: ["i001"], C.RATING: [np.nan],
-                                                       C.TS: [CUT + b], C.SEQ: [10**6 + b]}))
-                row = spark.createDataFrame([(user, 0, [float(b)] * RANK, 0.0, 1)],
-                                            "id string, key long, vec array<float>, bias float, count long")
-                row = row.withColumn(C.KEY, F.xxhash64(C.ID))
-                assert store.write(row, None, meta={"stream_id": "s1"}, batch_id=b)
-                started.set()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            started.set()
+    def stream_batch(b: int) -> None:  # as StreamTrainer: the batch's event, then its factor commit
+        user = f"s{b:03d}"  # a new user per batch, event after the cut-off on an old item
+        write_events(spark, cfg, pd.DataFrame({C.USER: [user], C.ITEM: ["i001"], C.RATING: [np.nan],
+                                               C.TS: [CUT + b], C.SEQ: [10**6 + b]}))
+        row = spark.createDataFrame([(user, 0, [float(b)] * RANK, 0.0, 1)],
+                                    "id string, key long, vec array<float>, bias float, count long")
+        assert store.write(row.withColumn(C.KEY, F.xxhash64(C.ID)), None, meta={"stream_id": "s1"}, batch_id=b)
 
-    th = threading.Thread(target=stream)
-    th.start()
-    started.wait(120)
+    stream_batch(1)  # before the retrain: part of its base model, and its event is replayed
+    rebases: list[int] = []
+    real_rebase = blend.rebase
+
+    def rebase_then_stream_commits(*args, **kwargs):
+        rows = real_rebase(*args, **kwargs).localCheckpoint()  # the swap's rows, computed now
+        rebases.append(len(rebases))
+        if len(rebases) == 1:
+            for b in (2, 3, 4):  # the stream commits before the swap does
+                stream_batch(b)
+        return rows
+
+    monkeypatch.setattr(blend, "rebase", rebase_then_stream_commits)
     res = run_retrain(spark, cfg, as_of_ms=CUT, retrain=RetrainConfig(policy="replace", als_max_iter=2,
                                                                       als_blocks=2))
-    th.join(300)
-    assert not errors, errors
-    assert res.status == "blended"
-    live = factors(spark, cfg, C.SIDE_USER)
+    assert res.status == "blended" and res.metrics["replayed_events"] == 1
+    assert res.metrics["swap_attempts"] == 2 and len(rebases) == 2  # the race happened and was lost once
+    stream_batch(5)  # after the swap: lands on the swapped model
+    n_batches = 5
+
+    # each stream batch made one factor commit, the swap one
+    hist_df = spark.sql(f"DESCRIBE HISTORY delta.`{tables.factors}`").toPandas()
+    labels = hist_df["userMetadata"].fillna("")
     for b in range(1, n_batches + 1):
+        assert labels.str.startswith(f"dsgd-factors:{b}:").sum() == 1, (b, list(labels))
+    assert labels.str.startswith("dsgd-swap:").sum() == 1
+
+    live = factors(spark, cfg, C.SIDE_USER)
+    for b in range(2, n_batches + 1):  # the stream's own rows, exactly
         user = f"s{b:03d}"
-        assert user in live, f"batch {b} lost"
-        # the stream's own row (landed after the swap, or rebased onto it) or its event replayed
-        assert live[user][2] >= 1
+        np.testing.assert_array_equal(live[user][0], np.full(RANK, float(b), np.float32))
+        assert live[user][2] == 1
+    # batch 1 was in the base: the retrain replaced it by the replay of its event from the snapshot
+    su = SideFactors.from_frame(load_snapshot(spark, tables.snapshots, CUT, C.SIDE_USER).toPandas(), RANK)
+    si = SideFactors.from_frame(load_snapshot(spark, tables.snapshots, CUT, C.SIDE_ITEM).toPandas(), RANK)
+    after = pd.DataFrame({C.USER: ["s001"], C.ITEM: ["i001"], C.RATING: [1.0], C.TS: [CUT + 1], C.SEQ: [10**6 + 1]})
+    m = cfg.model
+    uids, iids = after[C.USER].to_numpy(object), after[C.ITEM].to_numpy(object)
+    train_epochs(su, si, id_key(uids), id_key(iids), uids, iids, after[C.RATING].to_numpy(np.float32),
+                 after[C.TS].to_numpy(np.int64), after[C.SEQ].to_numpy(np.int64),
+                 kernel_params(cfg, lr=m.lr, mu=float(snapshot_meta(spark, tables.snapshots, CUT)["mu"])), d=m.blocks, epochs=m.epochs,
+                 schedule=make_schedule(m.lr_schedule, m.lr), strata_order=m.strata_order, seed=m.seed,
+                 batch_id=replay_seed(CUT), init_scale=m.init_scale, rank=RANK)
+    np.testing.assert_array_equal(live["s001"][0], su.vec[su.index_of(id_key(np.array(["s001"], object)))[0]])
+    assert live["s001"][2] == 1
+    # the model is the snapshot's users plus the stream's: nothing lost, nothing extra
+    assert set(live) == set(hist[C.USER]) | {f"s{b:03d}" for b in range(1, n_batches + 1)}
     meta = store.meta()
     assert meta["last_batch"] == n_batches and meta["stream_id"] == "s1"
-    assert meta["blend_policy"] == "replace"
-    # no row was lost or duplicated by the swap
-    keys = store.current().groupBy(C.SIDE, C.ID).count()
-    assert keys.where("count > 1").count() == 0
+    assert meta["blend_policy"] == "replace" and meta["n_ratings"] == len(hist) + 1  # + the replayed event
     assert set(FACTOR_COLS) <= set(store.current().columns)

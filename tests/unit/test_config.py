@@ -5,6 +5,7 @@ import tomllib
 
 import pytest
 
+from dsgd import cli
 from dsgd.core.config import SECTIONS, ConfigError, load_config, reference_markdown
 from dsgd.core.paths import conf_dir
 
@@ -31,9 +32,11 @@ def test_profile_file_and_overrides_apply_in_order(tmp_path):
     ('model.kind="bpr"', "model.kind: 'bpr' is not allowed; allowed values: 'implicit', 'explicit'"),
     ("model.rank=0", "model.rank: 0 is out of range"),
     ("model.rank=2.5", "model.rank: expected int"),
-    ("model.lr=nan", "model.lr"),
-    ('stream.trigger_interval="soon"', "stream.trigger_interval"),
-    ('kafka.bootstrap_servers="no port"', "kafka.bootstrap_servers"),
+    ("model.lr=nan", "config key model.lr: NaN is not allowed"),
+    ('stream.trigger_interval="soon"', "config key stream.trigger_interval: 'soon' does not match the allowed form "
+                                       r"^\d+(\.\d+)?\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)$"),
+    ('kafka.bootstrap_servers="no port"', "config key kafka.bootstrap_servers: 'no port' does not match the allowed "
+                                          r"form ^[^\s,]+:\d+(,[^\s,]+:\d+)*$"),
     ("model.colour=1", "unknown config key model.colour; allowed keys of [model]: kind, rank"),
     ("modle.rank=1", "unknown config section [modle]; allowed: app, spark"),
     ("model.rating_min=5", "rating_min < rating_max"),
@@ -44,11 +47,15 @@ def test_profile_file_and_overrides_apply_in_order(tmp_path):
     ('kafka.options={"kafka.x"=[1]}', "expected a string, number or boolean"),
     ('kafka.options="no"', "kafka.options: expected dict"),
 ])
-def test_bad_value_fails_naming_the_key_and_what_is_allowed(override, needle):
+def test_bad_value_fails_naming_the_key_and_what_is_allowed(override, needle, capsys):
     extra = ["model.rating_max=1"] if "rating_min" in override else []
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[override, *extra])
     assert needle in str(err.value)
+    # the command line: exit code 2 and the same message, before anything starts
+    args = [a for o in (override, *extra) for a in ("--set", o)]
+    assert cli.main(["config", *args]) == 2
+    assert capsys.readouterr().err == f"dsgd: bad config: {err.value}\n"
 
 
 def test_unknown_profile_lists_the_available_ones():

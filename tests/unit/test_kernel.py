@@ -54,9 +54,10 @@ def test_kernel_equals_reference(name, rank):
     got = _run(run_block, got_fs, ev, pool, weight, params)
     ref = _run(run_block_reference, ref_fs, ev, pool, weight, params)
     assert got[1] == ref[1] == 400
-    assert got[0] == pytest.approx(ref[0], rel=1e-4)
+    assert got[0] == pytest.approx(ref[0], rel=1e-6)
+    # the compiled kernel (fastmath: reassociated float32 sums) and NumPy differ by <= 6e-8 here
     for g, r in zip(got_fs, ref_fs, strict=True):
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(g, r, rtol=1e-6, atol=5e-7)
     assert not np.allclose(got_fs[0], fs[0])  # something was trained
 
 
@@ -159,8 +160,8 @@ def test_int64_indices_and_large_seed():
     a, b = _copy(fs), _copy(fs)
     ra = _run(run_block, a, ev, pool, w, params, seed=2**64 - 3)
     rb = _run(run_block_reference, b, ev, pool, w, params, seed=2**64 - 3)
-    assert ra[0] == pytest.approx(rb[0], rel=1e-4)
-    np.testing.assert_allclose(a[3], b[3], rtol=1e-4, atol=1e-6)
+    assert ra[0] == pytest.approx(rb[0], rel=1e-6)
+    np.testing.assert_allclose(a[3], b[3], rtol=1e-6, atol=5e-7)
 
 
 def test_bad_index_raises_and_leaves_state_untouched():

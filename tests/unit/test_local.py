@@ -70,13 +70,13 @@ def test_d1_equals_sequential_reference(params):
         sse, n = run_block_reference(ru.vec, ru.bias, ru.count, ri.vec, ri.bias, ri.count, u_idx, i_idx,
                                      ev["r"], ev["ts"], ev["seq"], pool, (ri.count[pool] + 1).astype(float),
                                      p, mix_seed(3, 7, e, 0, 0), count=e == 0)
-        assert stats[e]["loss"] == pytest.approx(sse / n, rel=1e-4)
+        assert stats[e]["loss"] == pytest.approx(sse / n, rel=1e-6)
         assert stats[e]["updates"] == n == 600
         assert stats[e]["lr"] == pytest.approx(p.lr)
-    for got, ref in [(users, ru), (items, ri)]:
+    for got, ref in [(users, ru), (items, ri)]:  # numba (fastmath) vs NumPy: <= 6e-8 apart here
         np.testing.assert_array_equal(got.keys, ref.keys)
-        np.testing.assert_allclose(got.vec, ref.vec, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(got.bias, ref.bias, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got.vec, ref.vec, rtol=1e-6, atol=5e-7)
+        np.testing.assert_allclose(got.bias, ref.bias, rtol=1e-6, atol=5e-7)
         np.testing.assert_array_equal(got.count, ref.count)
 
 
