@@ -61,8 +61,10 @@ resolve_jars() {
   fi
   say "resolving jars of $pomdir with Maven into $target"
   rm -rf "$target.tmp" && mkdir -p "$target.tmp"
-  mvn -q -B -Dstyle.color=never -s "$MVN_SETTINGS" -f "$pomdir/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$target.tmp" >&2 || die "Maven could not resolve $pomdir/pom.xml (network needed on first setup)"
+  # Maven 3.8 prints colour resets even in batch mode: strip escape codes from what it says
+  mvn -q -B -s "$MVN_SETTINGS" -f "$pomdir/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$target.tmp" 2>&1 | sed $'s/\x1b\\[[0-9;]*m//g' >&2 \
+    || die "Maven could not resolve $pomdir/pom.xml (network needed on first setup)"
   if [[ -n "$dedup" ]]; then
     # drop jars whose artifact pyspark/jars already ships (any version)
     local pyjars
