@@ -220,33 +220,60 @@ def run_retrain(spark: SparkSession, cfg: Config, *, as_of_ms: int, retrain: Ret
         snap_meta = existing
         snap_version = int(existing.get("snapshot_version", _table_version(spark, tables.snapshots)))
     else:
-        t = time.perf_counter()
-        if trainer == "als":
-            als = train_als(spark, cfg, rc, history, as_of_ms=as_of_ms)
-            users, items, mu, n_ratings = als.users, als.items, als.mu, als.n_ratings
-            params, metrics = als.params, als.metrics
-        else:
-            mu, n_ratings = float(live_meta.get("mu", 0.0)), int(live_meta.get("n_ratings", 0))
-            users, items, stats = warm_start_model(
-                spark, cfg, store.load(C.SIDE_USER, version=base_version), store.load(C.SIDE_ITEM, version=base_version),
-                history, epochs=rc.warm_start_epochs, lr=rc.warm_start_lr, mu=mu, as_of_ms=as_of_ms)
-            params = {"rank": m.rank, "epochs": rc.warm_start_epochs, "lr": rc.warm_start_lr, "reg": m.reg,
-                      "negatives": m.negatives, "seed": m.seed, "engine": m.engine}
-            metrics = {"n_events": history.count(), "epoch_loss": [s["loss"] for s in stats]}
-            if m.kind == "explicit" and stats:
-                metrics["train_rmse"] = float(stats[-1]["loss"]) ** 0.5
-        metrics["seconds_train"] = round(time.perf_counter() - t, 3)
-        snap_meta = {"snapshot_id": res.snapshot_id, "as_of": as_of_ms, "trainer": trainer, "policy": rc.policy,
-                     "params": params, "metrics": metrics, "mu": mu, "n_ratings": n_ratings, "kind": m.kind,
-                     "events_version": events_version, "base_factors_version": base_version,
-                     "created_at_ms": int(time.time() * 1000)}
-        snap_version = write_snapshot(spark, tables.snapshots, as_of_ms, users, items, snap_meta)
-        log.info("retrain: snapshot %s written (snapshots version %d): %s", res.snapshot_id, snap_version,
-                 json.dumps(metrics))
+        snap_meta, snap_version = _train_snapshot(spark, cfg, rc, store, history, trainer=trainer, res=res,
+                                                  live_meta=live_meta, base_version=base_version,
+                                                  events_version=events_version)
     res.metrics, res.snapshot_version = dict(snap_meta.get("metrics", {})), snap_version
     res.seconds["train"] = round(time.perf_counter() - t0, 3)
 
     t = time.perf_counter()
+    out = _blend(spark, cfg, rc, store, res, snap_meta, snap_version=snap_version, base_version=base_version)
+    res.status, res.factors_version = "blended", out.version
+    res.metrics.update({"swap_attempts": out.attempts, "rows_written": out.rows_written,
+                        "rows_rebased": out.rows_rebased})
+    res.seconds["blend"] = round(time.perf_counter() - t, 3)
+    res.seconds["total"] = round(time.perf_counter() - t0, 3)
+    log.info("retrain %s: %s", res.snapshot_id, res.to_json())
+    return res
+
+
+def _train_snapshot(spark: SparkSession, cfg: Config, rc: RetrainConfig, store: FactorStore, history: DataFrame, *,
+                    trainer: str, res: RetrainResult, live_meta: dict[str, Any], base_version: int,
+                    events_version: int) -> tuple[dict[str, Any], int]:
+    """Fit the batch model (ALS, or warm-start DSGD epochs from the live model) on ``history`` and write
+    it as the as-of's snapshot; returns the snapshot's metadata and the ``snapshots`` version."""
+    m, tables, as_of_ms = cfg.model, Tables.from_config(cfg), res.as_of
+    t = time.perf_counter()
+    if trainer == "als":
+        als = train_als(spark, cfg, rc, history, as_of_ms=as_of_ms)
+        users, items, mu, n_ratings = als.users, als.items, als.mu, als.n_ratings
+        params, metrics = als.params, als.metrics
+    else:
+        mu, n_ratings = float(live_meta.get("mu", 0.0)), int(live_meta.get("n_ratings", 0))
+        users, items, stats = warm_start_model(
+            spark, cfg, store.load(C.SIDE_USER, version=base_version), store.load(C.SIDE_ITEM, version=base_version),
+            history, epochs=rc.warm_start_epochs, lr=rc.warm_start_lr, mu=mu, as_of_ms=as_of_ms)
+        params = {"rank": m.rank, "epochs": rc.warm_start_epochs, "lr": rc.warm_start_lr, "reg": m.reg,
+                  "negatives": m.negatives, "seed": m.seed, "engine": m.engine}
+        metrics = {"n_events": history.count(), "epoch_loss": [s["loss"] for s in stats]}
+        if m.kind == "explicit" and stats:
+            metrics["train_rmse"] = float(stats[-1]["loss"]) ** 0.5
+    metrics["seconds_train"] = round(time.perf_counter() - t, 3)
+    snap_meta = {"snapshot_id": res.snapshot_id, "as_of": as_of_ms, "trainer": trainer, "policy": rc.policy,
+                 "params": params, "metrics": metrics, "mu": mu, "n_ratings": n_ratings, "kind": m.kind,
+                 "events_version": events_version, "base_factors_version": base_version,
+                 "created_at_ms": int(time.time() * 1000)}
+    snap_version = write_snapshot(spark, tables.snapshots, as_of_ms, users, items, snap_meta)
+    log.info("retrain: snapshot %s written (snapshots version %d): %s", res.snapshot_id, snap_version,
+             json.dumps(metrics))
+    return snap_meta, snap_version
+
+
+def _blend(spark: SparkSession, cfg: Config, rc: RetrainConfig, store: FactorStore, res: RetrainResult,
+           snap_meta: dict[str, Any], *, snap_version: int, base_version: int) -> Any:
+    """Install the snapshot in ``factors`` by the blend policy (one compare-and-swap commit); returns the
+    swap's outcome."""
+    tables, as_of_ms = Tables.from_config(cfg), res.as_of
     blend_meta = {"snapshot_id": res.snapshot_id, "snapshot_as_of": as_of_ms, "snapshot_version": snap_version,
                   "blend_policy": rc.policy, "blend_alpha": rc.alpha if rc.policy == "score-blend" else None,
                   "blended_at_ms": int(time.time() * 1000)}
@@ -258,19 +285,11 @@ def run_retrain(spark: SparkSession, cfg: Config, *, as_of_ms: int, retrain: Ret
                                             n_ratings=int(snap_meta.get("n_ratings", 0)), as_of_ms=as_of_ms)
         blend_meta["replayed_events"] = rmeta["replayed_events"]
         res.metrics["replayed_events"] = rmeta["replayed_events"]
-        out = swap(spark, store, users, items, base_version=base_version, meta=blend_meta, model_mu=rmeta["mu"],
-                   model_n=rmeta["n_ratings"], retries=rc.swap_retries)
-    elif rc.policy == "warm-start":
-        out = swap(spark, store, su, si, base_version=base_version, meta=blend_meta, retries=rc.swap_retries)
-    else:
-        out = swap(spark, store, None, None, base_version=base_version, meta=blend_meta, retries=rc.swap_retries)
-    res.status, res.factors_version = "blended", out.version
-    res.metrics.update({"swap_attempts": out.attempts, "rows_written": out.rows_written,
-                        "rows_rebased": out.rows_rebased})
-    res.seconds["blend"] = round(time.perf_counter() - t, 3)
-    res.seconds["total"] = round(time.perf_counter() - t0, 3)
-    log.info("retrain %s: %s", res.snapshot_id, res.to_json())
-    return res
+        return swap(spark, store, users, items, base_version=base_version, meta=blend_meta, model_mu=rmeta["mu"],
+                    model_n=rmeta["n_ratings"], retries=rc.swap_retries)
+    if rc.policy == "warm-start":
+        return swap(spark, store, su, si, base_version=base_version, meta=blend_meta, retries=rc.swap_retries)
+    return swap(spark, store, None, None, base_version=base_version, meta=blend_meta, retries=rc.swap_retries)
 
 
 def main(spark: SparkSession | None, cfg: Config, *, as_of: str | int | None = None,

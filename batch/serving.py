@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -136,15 +136,34 @@ def export_top_k(spark: SparkSession, cfg: Config, *, k: int | None = None, filt
     >>> export_top_k(spark, cfg, k=10)
     {'users': 610, 'rows': 6100, 'cold_users': 3, 'model_version': 12, 'path': '.../recommendations'}
     """
-    from delta.tables import DeltaTable
-
     rc = retrain_config(cfg, retrain)
     k = rc.top_k if k is None else k
     filter_seen = rc.filter_seen if filter_seen is None else filter_seen
     tables = Tables.from_config(cfg)
     model = load_serving_model(spark, cfg)
-    store = FactorStore(spark, tables.factors)
-    users = store.load(C.SIDE_USER, version=model.version).select(C.ID)
+    df = _export_input(spark, cfg, model, tables)
+    recs = (df.mapInArrow(_top_k_of_partition(model, k, filter_seen),
+                          "user string, rank int, item string, score double, source string")
+            .withColumn("model_version", F.lit(model.version).cast("long"))
+            .withColumn("snapshot_id", F.lit(model.snapshot_id).cast("string"))
+            .withColumn("generated_at", F.current_timestamp()))
+    with delta_settings(spark):
+        recs.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(tables.recommendations)
+    stats = (spark.read.format("delta").load(tables.recommendations)
+             .agg(F.countDistinct("user").alias("users"), F.count(F.lit(1)).alias("rows"),
+                  F.countDistinct(F.when(F.col("source") == "popularity", F.col("user"))).alias("cold")).first())
+    out = {"users": int(stats["users"]), "rows": int(stats["rows"]), "cold_users": int(stats["cold"]),
+           "k": k, "model_version": model.version, "snapshot_id": model.snapshot_id, "path": tables.recommendations}
+    log.info("export: %s", json.dumps(out))
+    return out
+
+
+def _export_input(spark: SparkSession, cfg: Config, model: BlendModel, tables: Tables) -> DataFrame:
+    """One row per user to export (users with factors or events): id, each model's vector and bias
+    (null where the model does not know the user) and the items the user has seen."""
+    from delta.tables import DeltaTable
+
+    users = FactorStore(spark, tables.factors).load(C.SIDE_USER, version=model.version).select(C.ID)
     if DeltaTable.isDeltaTable(spark, tables.events):
         ev = spark.read.format("delta").load(tables.events)
         users = users.unionByName(ev.select(F.col(C.USER).alias(C.ID))).distinct()
@@ -158,40 +177,34 @@ def export_top_k(spark: SparkSession, cfg: Config, *, k: int | None = None, filt
         df = df.join(batch.select(C.ID, F.col(C.VEC).alias("b_vec"), F.col(C.BIAS).alias("b_bias")), C.ID, "left")
     else:
         df = df.withColumn("b_vec", F.lit(None).cast("array<float>")).withColumn("b_bias", F.lit(None).cast("float"))
-    df = df.join(seen, C.ID, "left").select(C.ID, "o_vec", "o_bias", "b_vec", "b_bias", "seen")
-    out_schema = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()),
+    return df.join(seen, C.ID, "left").select(C.ID, "o_vec", "o_bias", "b_vec", "b_bias", "seen")
+
+
+_EXPORT_SCHEMA = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()),
                             ("score", pa.float64()), ("source", pa.string())])
+
+
+def _top_k_of_partition(model: BlendModel, k: int, filter_seen: bool
+                        ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The executor-side function: each input user's top-``k`` rows (user, rank, item, score, source)."""
 
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for rb in batches:
-            rows: dict[str, list] = {n: [] for n in out_schema.names}
+            rows: dict[str, list] = {n: [] for n in _EXPORT_SCHEMA.names}
             for rec in rb.to_pylist():
                 s_seen = set(rec["seen"] or []) if filter_seen else set()
                 o = _user_vec({C.VEC: rec["o_vec"], C.BIAS: rec["o_bias"]})
                 b = _user_vec({C.VEC: rec["b_vec"], C.BIAS: rec["b_bias"]})
                 out = _recommend_one(model, o, b, s_seen, k)
-                top, src = [(d["item"], d["score"]) for d in model.as_items(out)], out.source
-                for r, (item, score) in enumerate(top, start=1):
+                for r, d in enumerate(model.as_items(out), start=1):
                     rows["user"].append(rec[C.ID])
                     rows["rank"].append(r)
-                    rows["item"].append(item)
-                    rows["score"].append(score)
-                    rows["source"].append(src)
-            yield pa.RecordBatch.from_pydict(rows, schema=out_schema)
+                    rows["item"].append(d["item"])
+                    rows["score"].append(d["score"])
+                    rows["source"].append(out.source)
+            yield pa.RecordBatch.from_pydict(rows, schema=_EXPORT_SCHEMA)
 
-    recs = (df.mapInArrow(score_partition, "user string, rank int, item string, score double, source string")
-            .withColumn("model_version", F.lit(model.version).cast("long"))
-            .withColumn("snapshot_id", F.lit(model.snapshot_id).cast("string"))
-            .withColumn("generated_at", F.current_timestamp()))
-    with delta_settings(spark):
-        recs.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(tables.recommendations)
-    stats = (spark.read.format("delta").load(tables.recommendations)
-             .agg(F.countDistinct("user").alias("users"), F.count(F.lit(1)).alias("rows"),
-                  F.countDistinct(F.when(F.col("source") == "popularity", F.col("user"))).alias("cold")).first())
-    out = {"users": int(stats["users"]), "rows": int(stats["rows"]), "cold_users": int(stats["cold"]),
-           "k": k, "model_version": model.version, "snapshot_id": model.snapshot_id, "path": tables.recommendations}
-    log.info("export: %s", json.dumps(out))
-    return out
+    return score_partition
 
 
 def rollback(spark: SparkSession, cfg: Config, *, version: int | None = None, timestamp: str | None = None
