@@ -94,13 +94,16 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 @command("rollback", "restore the live model (factors table) to an earlier Delta version or timestamp",
          _rollback_args)
 def cmd_rollback(args: argparse.Namespace, cfg: Config) -> int:
+    from batch.changes import model_changes
     from batch.serving import rollback
     from dsgd.store.session import build_session
 
+    spark = build_session(cfg)
     try:
-        out = rollback(build_session(cfg), cfg, version=args.version, timestamp=args.timestamp)
+        out = rollback(spark, cfg, version=args.version, timestamp=args.timestamp)
     except ValueError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2
+    out["changes"] = model_changes(spark, cfg, before=out["restored_from"], after=out["factors_version"])
     print(json.dumps(out))
     return 0

@@ -110,6 +110,7 @@ class RetrainResult:
     factors_version: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    changes: dict[str, Any] = field(default_factory=dict)  # batch.changes.model_changes of the swap
 
     @property
     def exit_code(self) -> int:
@@ -292,6 +293,17 @@ def _blend(spark: SparkSession, cfg: Config, rc: RetrainConfig, store: FactorSto
     return swap(spark, store, None, None, base_version=base_version, meta=blend_meta, retries=rc.swap_retries)
 
 
+def _changes(spark: SparkSession, cfg: Config, version: int, k: int) -> dict[str, Any]:
+    """What the swap commit changed (a report: its failure is logged, the retrain stands)."""
+    from batch.changes import model_changes
+
+    try:
+        return model_changes(spark, cfg, before=version - 1, after=version, k=k)
+    except Exception as exc:  # noqa: BLE001 - the retrain is done; only its report is missing
+        log.warning("retrain: could not report what changed: %s", exc)
+        return {}
+
+
 def main(spark: SparkSession | None, cfg: Config, *, as_of: str | int | None = None,
          retrain: RetrainConfig | None = None) -> int:
     """Job entry (CLI and spark-submit): run the retrain, print its JSON result, return the exit code."""
@@ -304,6 +316,8 @@ def main(spark: SparkSession | None, cfg: Config, *, as_of: str | int | None = N
             spark = spark or build_session(cfg)
             res = run_retrain(spark, cfg, as_of_ms=as_of_ms, retrain=retrain)
             run.record(spark, retrain_config(cfg, retrain), res)
+        if res.status == "blended" and res.factors_version:
+            res.changes = _changes(spark, cfg, res.factors_version, retrain_config(cfg, retrain).top_k)
     except ConfigError as exc:
         log.error("retrain: bad config: %s", exc)
         return EXIT_BAD_CONFIG

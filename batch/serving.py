@@ -88,8 +88,10 @@ def _seen(spark: SparkSession, cfg: Config, user: str) -> set[str]:
 
 
 def recommend(spark: SparkSession, cfg: Config, user: str, *, k: int | None = None,
-              filter_seen: bool | None = None, retrain: RetrainConfig | None = None) -> dict[str, Any]:
-    """Top-``k`` items for one user as a JSON-ready dict (``source``: ``model`` or ``popularity``).
+              filter_seen: bool | None = None, retrain: RetrainConfig | None = None,
+              version: int | None = None) -> dict[str, Any]:
+    """Top-``k`` items for one user as a JSON-ready dict (``source``: ``model`` or ``popularity``), from
+    the ``factors`` table at ``version`` (default: the latest).
 
     Example
     -------
@@ -99,7 +101,7 @@ def recommend(spark: SparkSession, cfg: Config, user: str, *, k: int | None = No
     rc = retrain_config(cfg, retrain)
     k = rc.top_k if k is None else k
     filter_seen = rc.filter_seen if filter_seen is None else filter_seen
-    model = load_serving_model(spark, cfg)
+    model = load_serving_model(spark, cfg, version=version)
     ids = spark.createDataFrame([(user,)], f"{C.ID} string")
     online, batch = _user_rows(spark, cfg, model, ids)
     o = online.collect()

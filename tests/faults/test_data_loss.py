@@ -8,6 +8,7 @@ import types
 import pytest
 
 from dsgd import cli
+from dsgd.core.config import Config
 from streaming.lag import LagProbe
 from streaming.trainer import StreamTrainer
 from tests.faults.helpers import (
@@ -106,7 +107,8 @@ def test_regression_stream_failure_log_names_the_cause_not_a_stack_frame(caplog,
             pass
 
     trainer = StreamTrainer.__new__(StreamTrainer)
-    trainer.ctx = types.SimpleNamespace(lag=LagProbe("127.0.0.1:9"))
+    trainer.ctx = types.SimpleNamespace(lag=LagProbe("127.0.0.1:9"), results=[])
+    trainer.cfg, trainer.store = Config(), None  # run() ends with a summary (no factors table here)
     trainer.monitor = types.SimpleNamespace(close=lambda failed: None)
     trainer.start = _Query  # type: ignore[method-assign]
     caplog.set_level(logging.ERROR, logger="dsgd.stream")

@@ -136,14 +136,16 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
     plain = np.flatnonzero(~maint & (batch_of >= 3) & (batch_of < BATCHES))
     window = max(5, len(plain) // 4)
     first, last = plain[:window], plain[-window:]
-    report = {"cpu_first": round(float(cpu[first].mean()), 3), "cpu_last": round(float(cpu[last].mean()), 3),
+    # medians: a batch that also writes a Delta log checkpoint (every 10 commits of a table) costs more
+    # once, which is not a slowdown; a real one moves most batches of the window
+    report = {"cpu_first": round(float(np.median(cpu[first])), 3), "cpu_last": round(float(np.median(cpu[last])), 3),
               "wall_first": round(float(wall[first].mean()), 3), "wall_last": round(float(wall[last].mean()), 3),
               "cpu_maintenance_intervals": [round(float(x), 2) for x in cpu[maint]],
               "wall_maintenance_intervals": [round(float(x), 2) for x in wall[maint]],
               "cpu_per_interval": [round(float(x), 2) for x in cpu], "files_after_each_pass": after_pass,
               "peak_files_per_cycle": cycles, "rewrites": rewrites}
     print("LONG_RUN " + json.dumps(report))
-    assert cpu[last].mean() <= CPU_GROWTH * cpu[first].mean(), report
+    assert np.median(cpu[last]) <= CPU_GROWTH * np.median(cpu[first]), report
     # a maintenance pass costs no more at the end of the run than early on (the first pass also compiles
     # and loads the compaction's code: the comparison starts at the second; the last interval also holds
     # the query's stop, hence one plain batch of slack)

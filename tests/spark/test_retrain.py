@@ -241,6 +241,11 @@ def test_rerun_of_the_same_as_of_is_a_noop_and_no_events_exits_3(spark, base_con
     assert main(spark, cfg, as_of=str(CUT), retrain=rc) == EXIT_OK
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert first["status"] == "blended" and second["status"] == "already_done"
+    # the first run says what its swap changed: the replaced model's rows, a user's top-k before and after
+    ch = first["changes"]
+    assert ch["versions"] == [v_factors - 1, v_factors] and ch["rows_changed"]["u"] > 0, ch
+    assert ch["rows_changed"]["i"] > 0 and 0 < len(ch["top_k_after"]) <= rc.top_k, ch
+    assert second["changes"] == {}
     assert store.version() == v_factors
     assert spark.sql(f"DESCRIBE HISTORY delta.`{snaps}`").first()["version"] == v_snap
 

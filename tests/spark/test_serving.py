@@ -99,7 +99,9 @@ def test_dsgd_recommend_prints_json_top_k(spark, served, capsys):
     assert cold["source"] == "popularity" and [r["item"] for r in cold["items"]] == ["i1", "i2"]
 
 
-def test_rollback_restores_the_earlier_factors_exactly(spark, served):
+def test_rollback_restores_the_earlier_factors_exactly(spark, served, capsys):
+    from dsgd.cli import main
+
     cfg, store = served
     v = store.version()
     before = store.current(v).drop(C.UPDATED_AT, C.MODEL_SEQ).toPandas().sort_values([C.SIDE, C.ID]).reset_index(drop=True)
@@ -108,8 +110,14 @@ def test_rollback_restores_the_earlier_factors_exactly(spark, served):
     store.write(changed, None, meta={"mu": 1.0}, batch_id=5)
     assert store.meta()["last_batch"] == 5
 
-    out = rollback(spark, cfg, version=v)
+    assert main(["rollback", "--profile", "local", "--version", str(v), "--set",
+                 f'app.warehouse="{cfg.app.warehouse}"']) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["restored_from"] == v + 1 and out["factors_version"] == v + 2
+    # the command says what changed: the two user rows the write had changed, and a top-k before/after
+    ch = out["changes"]
+    assert ch["versions"] == [v + 1, v + 2] and ch["rows_changed"] == {"u": 2, "i": 0}, ch
+    assert ch["user"] and len(ch["top_k_after"]) <= 10 and 0 <= ch["top_k_kept"] <= len(ch["top_k_after"]), ch
     after = store.current().drop(C.UPDATED_AT, C.MODEL_SEQ).toPandas().sort_values([C.SIDE, C.ID]).reset_index(drop=True)
     pd.testing.assert_frame_equal(after.drop(columns=[C.VEC]), before.drop(columns=[C.VEC]))
     assert [list(x) for x in after[C.VEC].dropna()] == [list(x) for x in before[C.VEC].dropna()]
