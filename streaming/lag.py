@@ -32,38 +32,42 @@ class LagProbe:
         if not offsets:
             return 0
         try:
-            from kafka import KafkaConsumer, TopicPartition
+            from kafka import TopicPartition
 
-            if self._consumer is None:
-                self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000,
-                                               api_version_auto_timeout_ms=5000)
             tps = {part: TopicPartition(part.rsplit(":", 1)[0], int(part.rsplit(":", 1)[1])) for part in offsets}
-            ends = self._consumer.end_offsets(list(tps.values()))
+            ends = self._client().end_offsets(list(tps.values()))
             return int(sum(max(0, ends[tps[part]] - hi - 1) for part, (_lo, hi) in offsets.items()))
         except Exception as exc:  # noqa: BLE001 - lag is informational
             self._retry_at = time.monotonic() + LAG_RETRY_S
             log.warning("consumer lag unavailable for the next %.0f s (recorded as -1): %s", LAG_RETRY_S,
-                        str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                        _first_line(exc))
             return -1
 
     def missing_topics(self, topics: list[str]) -> list[str] | None:
         """Which of ``topics`` the broker does not host; ``None`` if it cannot be asked (Spark's source
         then reports what it finds)."""
         try:
-            from kafka import KafkaConsumer
-
-            if self._consumer is None:
-                self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000,
-                                               api_version_auto_timeout_ms=5000)
-            hosted = self._consumer.topics()
+            hosted = self._client().topics()
         except Exception as exc:  # noqa: BLE001 - the check is a courtesy; the query's own error follows
-            log.warning("could not list the broker's topics (%s)", str(exc).splitlines()[0][:300] if str(exc)
-                        else type(exc).__name__)
+            log.warning("could not list the broker's topics (%s)", _first_line(exc))
             return None
         return [t for t in topics if t not in hosted]
+
+    def _client(self) -> Any:
+        """The one plain consumer of both questions, made on first use (no group, no auto-commit)."""
+        if self._consumer is None:
+            from kafka import KafkaConsumer
+
+            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                           request_timeout_ms=5000, api_version_auto_timeout_ms=5000)
+        return self._consumer
 
     def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 self._consumer.close()
             self._consumer = None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
