@@ -4,28 +4,17 @@ a dropped key or a broken snippet fails here)."""
 
 from __future__ import annotations
 
-import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 from dsgd.cli.main import build_parser
 from dsgd.core.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+from tests.doc_blocks import code_blocks
 
 
 def _blocks(lang: tuple[str, ...]) -> list[tuple[str, str]]:
-    out = []
-    for doc in DOCS:
-        text = doc.read_text()
-        for m in _BLOCK.finditer(text):
-            if m.group(1) in lang:
-                out.append((f"{doc.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}", m.group(2)))
-    return out
+    return [(where, body) for where, _, body in code_blocks(lang)]
 
 
 def _command_lines() -> list[tuple[str, list[str]]]:

@@ -8,18 +8,13 @@ What a reader brings (their own DataFrames) comes from :data:`GIVENS`; placehold
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
+from tests.doc_blocks import code_blocks
 from tests.kafka.stream_helpers import BAD_RECORDS, known_stream, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_BLOCK = re.compile(r"^```(python|sql)\n(.*?)^```", re.S | re.M)
 
 #: Setup for the names a snippet expects the reader to have, keyed by the snippet's first line.
 GIVENS = {
@@ -35,15 +30,6 @@ PLACEHOLDERS = [
     ("SELECT side, id, r.* FROM (", "/data/warehouse/factors", "{tmp}/.dsgd/warehouse/factors"),
     ("from dsgd import FactorStore, table_path", "version=12", "version=1"),
 ]
-
-
-def _snippets() -> list[tuple[str, str, str]]:
-    out = []
-    for doc in DOCS:
-        text = doc.read_text()
-        for m in _BLOCK.finditer(text):
-            out.append((f"{doc.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}", m.group(1), m.group(2)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +62,7 @@ def written(spark, kafka_broker, base_config, tmp_path_factory):
         os.chdir(old)
 
 
-SNIPPETS = _snippets()
+SNIPPETS = code_blocks(("python", "sql"))
 _SCOPES: dict[str, dict] = {}
 
 
