@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,11 +88,13 @@ class ModelCache:
         rows = self.store.load(side, version=version).limit(self.max_rows + 1)
         return SideFactors.from_arrow(rows.toArrow(), self.rank)
 
-    def after_maintenance(self, res: Any, head: ModelHead | None, only_maintenance: bool) -> bool:
+    def after_maintenance(self, res: Any, head: ModelHead | None, only_maintenance: Callable[[], bool]) -> bool:
         """Keep the cached model across a maintenance pass that changed no row's content: it moves to the
-        table's new version (and to the rewrite's commit sequence). Returns whether it was kept."""
+        table's new version (and to the rewrite's commit sequence). ``only_maintenance`` (it reads the Delta
+        history) is asked only when there is a cached model of the pass's starting version. Returns
+        whether it was kept."""
         state = self.state
-        if state is None or state.version != res.version_before or not only_maintenance:
+        if state is None or state.version != res.version_before or not only_maintenance():
             self.drop()
             return False
         if head is not None:

@@ -221,7 +221,8 @@ class StreamTrainer:
             self.ctx.events_since = None
         self.spark.catalog.clearCache()
         kept = self.ctx.cache.after_maintenance(res, self.store.last_written if res.rewrote else None,
-                                                only_maintenance_since(self.spark, self.store.path, res.version_before))
+                                                lambda: only_maintenance_since(self.spark, self.store.path,
+                                                                               res.version_before))
         log.info("maintenance: %s the factors table (%d row versions for %d model rows), bin-packed small files, "
                  "vacuumed (retention %gh) in %.1fs; cached model %s", "rewrote" if res.rewrote else "kept",
                  res.table_rows, res.model_rows, s.vacuum_retention_hours, res.seconds,

@@ -178,7 +178,7 @@ class FactorStore:
 
         hist = DeltaTable.forPath(self.spark, self.path).history().select("version", "timestamp")
         ts = F.to_timestamp(F.lit(timestamp))
-        row = hist.where(F.col("timestamp") <= ts).agg(F.max("version").alias("v"), F.first(ts).alias("t")).first()
+        row = hist.where(F.col("timestamp") <= ts).agg(F.max("version").alias("v")).first()
         if row is None or row["v"] is None:
             first = hist.agg(F.min("timestamp")).first()[0]
             raise ValueError(f"timestamp {timestamp!r}: no version of the factors table was committed at or "
