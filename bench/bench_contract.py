@@ -46,6 +46,8 @@ COLLECTED = ["user", "item", "rating", "ts", "seq", "topic", "partition", "offse
 def _baseline(rev: str):
     source = subprocess.run(["git", "show", f"{rev}:streaming/events.py"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout
+    # a revision from before the package layout imported the column names from the flat package
+    source = source.replace("from dsgd import columns as C", "from dsgd.core import columns as C")
     path = Path(tempfile.mkdtemp(prefix="bench-contract-")) / "baseline_events.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("baseline_events", path)

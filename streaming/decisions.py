@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass
@@ -68,12 +69,11 @@ METRICS_SCHEMA = ", ".join(f"{name} {_SQL_TYPES[t]}" for name, t in get_type_hin
 _NOT_REPLAYED = ("replayed", "seconds_total", "stream_id", "batch_id")
 
 
-def offsets_of(rows: pd.DataFrame) -> dict[str, list[int]]:
-    """``{"topic:partition": [first offset, last offset]}`` of a batch's records."""
-    if not len(rows):
-        return {}
-    g = rows.groupby(["topic", "partition"]).agg(lo=("offset", "min"), hi=("offset", "max")).reset_index()
-    return {f"{r.topic}:{r.partition}": [int(r.lo), int(r.hi)] for r in g.itertuples()}
+def offsets_of(rows: pa.Table) -> dict[str, list[int]]:
+    """``{"topic:partition": [first offset, last offset]}`` of a batch's records (Arrow columns topic,
+    partition, offset)."""
+    g = rows.group_by(["topic", "partition"]).aggregate([("offset", "min"), ("offset", "max")]).to_pylist()
+    return {f"{r['topic']}:{r['partition']}": [int(r["offset_min"]), int(r["offset_max"])] for r in g}
 
 
 def records_lost(previous_ends: dict[str, int], offsets: dict[str, list[int]]) -> int:
@@ -159,10 +159,10 @@ def mean_loss(epoch_losses: list[float]) -> float:
     return float(known.mean()) if known.size else float("nan")
 
 
-def quarantine_summary(reasons: pd.Series) -> str:
-    """JSON ``{reason: count}`` of a batch's quarantined records, sorted by reason."""
-    counts = reasons.value_counts().sort_index()
-    return json.dumps({str(k): int(v) for k, v in counts.items()}, sort_keys=True)
+def quarantine_summary(reasons: pa.Array | pa.ChunkedArray) -> str:
+    """JSON ``{reason: count}`` of a batch's quarantined records (nulls, the valid ones, not counted)."""
+    counts = pc.value_counts(pc.drop_null(reasons)).to_pylist()
+    return json.dumps({str(c["values"]): int(c["counts"]) for c in counts}, sort_keys=True)
 
 
 def log_line(res: BatchResult, k: int) -> str:

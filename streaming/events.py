@@ -20,6 +20,8 @@ raw key and value bytes, topic/partition/offset and one ``reason`` out of :data:
 
 from __future__ import annotations
 
+import functools
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -36,7 +38,7 @@ from dsgd.core.contract import (
     WHITESPACE_CHARS,
 )
 
-__all__ = ["REASONS", "QUARANTINE_COLUMNS", "parse_events", "valid_events", "quarantined"]
+__all__ = ["REASONS", "QUARANTINE_COLUMNS", "parse_events", "raw_of_quarantined_only", "valid_events", "quarantined"]
 
 #: Columns of the ``quarantine`` table.
 QUARANTINE_COLUMNS = ["raw_key", "raw_value", "topic", "partition", "offset", "kafka_ts", "reason"]
@@ -116,18 +118,32 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
     ``seq`` = partition << 40 | offset: a stable tie-breaker for events with the same ts.
     The result equals :func:`dsgd.core.contract.parse_event` on every record.
     """
+    df = kafka_df
+    app = kafka_df.sparkSession.sparkContext.applicationId
+    for columns in _parse_projections(app, bool(explicit), float(rating_min), float(rating_max)):
+        df = df.select(*columns)
+    return df
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_projections(_app: str, explicit: bool, rating_min: float, rating_max: float) -> tuple[tuple[Column, ...], ...]:
+    """The parser's projections, built once per Spark application and parameters.
+
+    The expressions name their inputs by column, not by DataFrame, so every micro-batch reuses them:
+    building the ~200 expressions through py4j costs about as much per batch as running them
+    (bench/RESULTS.md). ``_app`` keys the cache to the running SparkContext, whose JVM holds them.
+    """
     text = F.col("value").cast("string")
-    df = kafka_df.select(
-        F.col("key").alias("raw_key"), F.col("value").alias("raw_value"), "topic", "partition", "offset",
-        F.col("timestamp").alias("kafka_ts"), text.alias("_text"),
-        F.call_function("try_parse_json", F.concat(F.lit("["), text, F.lit("]"))).alias("_doc"))
+    read = (F.col("key").alias("raw_key"), F.col("value").alias("raw_value"), F.col("topic"), F.col("partition"),
+            F.col("offset"), F.col("timestamp").alias("kafka_ts"), text.alias("_text"),
+            F.call_function("try_parse_json", F.concat(F.lit("["), text, F.lit("]"))).alias("_doc"))
     doc, text = F.col("_doc"), F.col("_text")
 
     def field(name: str) -> Column:
         return F.call_function("variant_get", doc, F.lit(f"$[0].{name}")).alias(f"_{name}")
 
-    df = df.select("*", _json_ok(text, doc).alias("_json_ok"), field("user"), field("item"), field("rating"),
-                   field("ts"))
+    fields = (F.col("*"), _json_ok(text, doc).alias("_json_ok"), field("user"), field("item"), field("rating"),
+              field("ts"))
     # a control character in a valid JSON string is escaped (\n, \u0000), or DEL, or a non-ASCII C1
     may_hold_control = text.contains("\\") | text.contains("\x7f") | (F.octet_length(text) != F.length(text))
     user_text, user_missing, user_bad = _id_checks(F.col("_user"), may_hold_control)
@@ -140,9 +156,9 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
     ts_ms = (F.when(t.isNull() | (t_kind == "VOID"), F.unix_millis(F.col("kafka_ts")))
              .when(t_kind == "BIGINT", F.call_function("try_variant_get", t, F.lit("$"), F.lit("bigint")))
              .when(t_kind == "STRING", _rfc3339_ms(_text(t))))
-    df = df.select("*", user_text.alias(C.USER), item_text.alias(C.ITEM), rating.alias("_r"),
-                   ts_ms.alias(C.TS), user_missing.alias("_um"), user_bad.alias("_ub"),
-                   item_missing.alias("_im"), item_bad.alias("_ib"), has_rating.alias("_hr"))
+    typed = (F.col("*"), user_text.alias(C.USER), item_text.alias(C.ITEM), rating.alias("_r"), ts_ms.alias(C.TS),
+             user_missing.alias("_um"), user_bad.alias("_ub"), item_missing.alias("_im"), item_bad.alias("_ib"),
+             has_rating.alias("_hr"))
     raw, r, ts = F.col("raw_value"), F.col("_r"), F.col(C.TS)
     size = F.length(raw)
     has_rating = F.col("_hr")
@@ -170,10 +186,22 @@ def parse_events(kafka_df: DataFrame, *, explicit: bool, rating_min: float, rati
     # the filter above them.
     reason = F.when(F.spark_partition_id() >= 0, reason)
     seq = F.shiftleft(F.col("partition").cast("long"), 40) + F.col("offset")
-    return df.select(
-        C.USER, C.ITEM, r.cast("float").alias(C.RATING), C.TS, seq.alias(C.SEQ),
-        F.when(ts.between(MIN_TS_MS, MAX_TS_MS), F.to_date(F.timestamp_millis(ts))).alias(C.EVENT_DATE),
-        "raw_key", "raw_value", "topic", "partition", "offset", "kafka_ts", reason.alias("reason"))
+    out = (F.col(C.USER), F.col(C.ITEM), r.cast("float").alias(C.RATING), ts, seq.alias(C.SEQ),
+           F.when(ts.between(MIN_TS_MS, MAX_TS_MS), F.to_date(F.timestamp_millis(ts))).alias(C.EVENT_DATE),
+           *(F.col(c) for c in ("raw_key", "raw_value", "topic", "partition", "offset", "kafka_ts")),
+           reason.alias("reason"))
+    return read, fields, typed, out
+
+
+def raw_of_quarantined_only(parsed: DataFrame) -> DataFrame:
+    """``parsed`` with the raw key and value bytes kept only on quarantined rows (null on valid ones).
+
+    What the trainer caches for a batch: the quarantine needs the raw bytes, the valid events have
+    their parsed fields, so caching every record's bytes would only cost memory and time.
+    """
+    bad = F.col("reason").isNotNull()
+    return parsed.select(*(F.when(bad, F.col(c)).alias(c) if c in ("raw_key", "raw_value") else F.col(c)
+                           for c in parsed.columns))
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -32,7 +33,7 @@ from streaming import decisions as D
 from streaming.appends import BatchAppends
 from streaming.evaluate import evaluate_batch, sample_events, sample_size
 from streaming.evaluate_spark import evaluate_batch_spark
-from streaming.events import parse_events, valid_events
+from streaming.events import parse_events, raw_of_quarantined_only, valid_events
 from streaming.faults import FaultHook
 from streaming.lag import LagProbe
 from streaming.model_state import ModelCache, ModelState, StepSchedule
@@ -91,8 +92,8 @@ class MicroBatch:
 
     def run(self) -> D.BatchResult:
         m = self.cfg.model
-        parsed = parse_events(self.batch_df, explicit=m.kind == "explicit", rating_min=m.rating_min,
-                              rating_max=m.rating_max).persist()
+        parsed = raw_of_quarantined_only(parse_events(self.batch_df, explicit=m.kind == "explicit",
+                                                      rating_min=m.rating_min, rating_max=m.rating_max)).persist()
         try:
             batch = self.parse(parsed)
             self.start_appends(batch)
@@ -115,15 +116,16 @@ class MicroBatch:
     # ---- parse ----------------------------------------------------------------------------------
     def parse(self, parsed: DataFrame) -> ParsedBatch:
         res = self.res
+        # Arrow, not pandas, for the bookkeeping columns: only the valid events become a pandas frame
         rows = parsed.select(C.USER, C.ITEM, C.RATING, C.TS, C.SEQ, "topic", "partition", "offset",
-                             "reason").toPandas()
-        bad = rows["reason"].notna()
-        res.rows_in, res.rows_quarantined = len(rows), int(bad.sum())
-        res.rows_valid = res.rows_in - res.rows_quarantined
-        res.quarantine_reasons = D.quarantine_summary(rows.loc[bad, "reason"])
+                             "reason").toArrow()
+        valid = pc.is_null(rows["reason"])
+        res.rows_in, res.rows_valid = rows.num_rows, int(pc.sum(valid).as_py() or 0)
+        res.rows_quarantined = res.rows_in - res.rows_valid
+        res.quarantine_reasons = D.quarantine_summary(rows["reason"])
         offsets = D.offsets_of(rows)
         res.offsets = json.dumps(offsets, sort_keys=True)
-        ev = rows.loc[~bad, [C.USER, C.ITEM, C.RATING, C.TS, C.SEQ]].reset_index(drop=True)
+        ev = rows.select([C.USER, C.ITEM, C.RATING, C.TS, C.SEQ]).filter(valid).to_pandas()
         res.lag_ms = int(time.time() * 1000 - ev[C.TS].max()) if len(ev) else -1
         if len(ev):
             first = time.strftime("%Y-%m-%d", time.gmtime(int(ev[C.TS].min()) // 1000))
