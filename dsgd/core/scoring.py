@@ -38,6 +38,26 @@ def score_matrix(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.nd
     return s
 
 
+def _best_finite_fast(s: np.ndarray, kk: int) -> np.ndarray | None:
+    """Every position scoring at least the ``kk``-th best score, when the ``kk`` best are all finite (else
+    None).
+
+    One partition of the whole row in float32 (several times faster than float64 in numpy): rounding is
+    monotone, so the positions at or above the float32 ``kk``-th best hold every position at or above the
+    exact one (a superset, ordered exactly by the caller). NaN sorts last and -inf (+inf of ``-s``) just
+    before it, so finite candidates mean no filtered item can be among the best; a finite score beyond
+    float32's range becomes inf and takes the caller's exact path.
+    """
+    if kk == s.size:
+        return np.arange(s.size) if np.isfinite(s).all() else None
+    with np.errstate(over="ignore"):
+        s32 = s.astype(np.float32, copy=False)
+    best32 = s32[np.argpartition(-s32, kk - 1)[:kk]]
+    if not np.isfinite(best32).all():
+        return None
+    return np.flatnonzero(s32 >= best32.min())
+
+
 def score_pairs(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.ndarray | None = None,
                 item_bias: np.ndarray | None = None, mu: float = 0.0) -> np.ndarray:
     """float64 scores of aligned (user, item) rows: ``user_vec[n] . item_vec[n] (+ biases + mu)``."""
@@ -57,12 +77,17 @@ def top_k(scores: np.ndarray, k: int, *, tie_order: np.ndarray | None = None) ->
     result is shorter than ``k`` when fewer candidates remain.
     """
     s = np.asarray(scores)
-    finite = np.flatnonzero(np.isfinite(s))
-    if k < 1 or finite.size == 0:
+    if k < 1 or s.size == 0:
         return np.zeros(0, np.int64)
-    kk = min(k, finite.size)
-    cand = finite[np.argpartition(-s[finite], kk - 1)[:kk]] if kk < finite.size else finite
-    kth = s[cand].min()
-    cand = finite[s[finite] >= kth]  # every item tied with the k-th best competes on the tie order
+    kk = min(k, s.size)
+    cand = _best_finite_fast(s, kk)
+    if cand is None:  # filters left fewer than k items, or a +inf score: pick among the finite positions
+        finite = np.flatnonzero(np.isfinite(s))
+        if finite.size == 0:
+            return np.zeros(0, np.int64)
+        kk = min(k, finite.size)
+        cand = finite[np.argpartition(-s[finite], kk - 1)[:kk]] if kk < finite.size else finite
+        cand = finite[s[finite] >= s[cand].min()]
+    # every item tied with the k-th best competes on the tie order
     tie = cand if tie_order is None else np.asarray(tie_order)[cand]
     return cand[np.lexsort((tie, -s[cand]))][:kk].astype(np.int64)
