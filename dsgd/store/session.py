@@ -65,7 +65,9 @@ def spark_settings(cfg: Config) -> dict[str, str]:
 QUIET_LOGGERS = ("org.apache.spark.sql.execution.window.WindowExec",
                  "org.apache.spark.sql.execution.streaming.ResolveWriteToStream",
                  "dev.ludovic.netlib.blas.InstanceBuilder", "dev.ludovic.netlib.lapack.InstanceBuilder",
-                 "dev.ludovic.netlib.arpack.InstanceBuilder")
+                 "dev.ludovic.netlib.arpack.InstanceBuilder",
+                 # "Truncated the string representation of a plan": the event parser's plan is long by design
+                 "org.apache.spark.sql.catalyst.util.SparkStringUtils", "org.apache.spark.util.SparkStringUtils")
 
 
 def _quiet_known_warnings(spark) -> None:
