@@ -35,9 +35,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
 BATCHES = int(os.environ.get("DSGD_LONG_RUN_BATCHES", "16"))
 EVERY = 5 if BATCHES < 60 else 12
-#: CPU per batch may grow by this much from the first to the last window (medians of 3+ plain batches).
-#: Plain batches of one warm run differ by up to ~25 % (GC, JIT); a planted slowdown of 0.12 s more CPU
-#: per batch per batch gives 1.8x at 16 batches and fails this check.
+#: CPU per batch may grow by this much from the first to the last window (means of 3+ plain batches).
+#: Plain batches of one warm run differ by up to ~50 % (GC, JIT, the factor files growing between
+#: maintenance passes); a planted slowdown of 0.12 s more CPU per batch per batch gives 1.9x at 16
+#: batches and fails this check.
 CPU_GROWTH = 1.5
 
 
@@ -152,7 +153,7 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
     window = max(3, len(plain) // 3)
     first, last = plain[:window], plain[-window:]
     assert len(plain) >= 2 * window, ("too few plain batches to compare; raise DSGD_LONG_RUN_BATCHES", plain)
-    report = {"cpu_first": round(float(np.median(cpu[first])), 3), "cpu_last": round(float(np.median(cpu[last])), 3),
+    report = {"cpu_first": round(float(cpu[first].mean()), 3), "cpu_last": round(float(cpu[last].mean()), 3),
               "wall_first": round(float(wall[first].mean()), 3), "wall_last": round(float(wall[last].mean()), 3),
               "cpu_maintenance_intervals": [round(float(x), 2) for x in cpu[maint]],
               "wall_maintenance_intervals": [round(float(x), 2) for x in wall[maint]],
@@ -160,7 +161,7 @@ def test_many_micro_batches_across_maintenance_without_slowdown(spark, kafka_bro
               "files_after_each_pass": after_pass,
               "peak_files_per_cycle": cycles, "rewrites": rewrites}
     print("LONG_RUN " + json.dumps(report))
-    assert np.median(cpu[last]) <= CPU_GROWTH * np.median(cpu[first]), report
+    assert cpu[last].mean() <= CPU_GROWTH * cpu[first].mean(), report
     # a maintenance pass costs no more at the end of the run than early on (the first pass also compiles
     # and loads the compaction's code: the comparison starts at the second; the last interval also holds
     # the query's stop, hence one plain batch of slack)
