@@ -165,12 +165,31 @@ def quarantine_summary(reasons: pa.Array | pa.ChunkedArray) -> str:
     return json.dumps({str(c["values"]): int(c["counts"]) for c in counts}, sort_keys=True)
 
 
+_AGE_UNITS = ((90.0, 1.0, "s"), (90 * 60.0, 60.0, " min"), (48 * 3600.0, 3600.0, " h"),
+              (730 * 86400.0, 86400.0, " days"), (float("inf"), 365.25 * 86400.0, " years"))
+
+
+def human_age(seconds: float) -> str:
+    """``seconds`` in the unit a reader takes in at a glance: ``4.2s``, ``12.5 min``, ``3.0 h``,
+    ``40.0 days``, ``28.6 years`` (a replay of old data has an event age of years)."""
+    if seconds != seconds:  # NaN: no event time known
+        return "n/a"
+    for limit, unit, name in _AGE_UNITS:
+        if abs(seconds) < limit:
+            return f"{seconds / unit:.1f}{name}"
+    raise AssertionError("unreachable: the last unit has no limit")
+
+
+def _event_age(res: BatchResult) -> str:
+    return human_age(res.lag_ms / 1000) if res.lag_ms >= 0 else "n/a (no valid event)"
+
+
 def log_line(res: BatchResult, k: int) -> str:
     """The one line a batch logs (see the README's example)."""
     evald = (f"dcg@{k}={res.dcg:.4f} (pop {res.dcg_popularity:.4f}, {res.dcg_events} events)"
              if res.dcg_events else "dcg: no model yet (first batch) or evaluation off")
     return (f"batch {res.batch_id}: rows={res.rows_in} valid={res.rows_valid} quarantined={res.rows_quarantined} "
-            f"{res.rows_per_s:.0f} rows/s lag={res.lag_records} rec, event age {res.lag_ms / 1000:.1f}s "
+            f"{res.rows_per_s:.0f} rows/s lag={res.lag_records} rec, event age {_event_age(res)} "
             f"{evald} loss={res.loss:.4f} users={res.users_touched} items={res.items_touched} | parse "
             f"{res.seconds_parse:.2f}s eval {res.seconds_eval:.2f}s train {res.seconds_train:.2f}s write "
             f"{res.seconds_write:.2f}s total {res.seconds_total:.2f}s"

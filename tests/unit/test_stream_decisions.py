@@ -112,6 +112,20 @@ def test_the_log_line_says_when_a_batch_had_no_model_to_evaluate_against():
     assert line.endswith("ALERT data loss: 3 records")
 
 
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (4.24, "4.2s"), (89.9, "89.9s"), (90, "1.5 min"), (750, "12.5 min"), (3 * 3600, "3.0 h"),
+    (40 * 86400, "40.0 days"), (902927589.5, "28.6 years"), (-2.0, "-2.0s"), (float("nan"), "n/a"),
+])
+def test_the_event_age_is_shown_in_a_unit_a_reader_takes_in(seconds, shown):
+    assert D.human_age(seconds) == shown
+
+
+def test_the_log_line_shows_a_replays_event_age_in_years():
+    old = D.BatchResult(batch_id=1, stream_id="s", lag_ms=902927589.5 * 1000)
+    assert "event age 28.6 years " in D.log_line(old, 100)
+    assert "event age n/a (no valid event) " in D.log_line(D.BatchResult(batch_id=2, stream_id="s"), 100)
+
+
 def test_popularity_ranks_from_the_count_histogram_equal_a_sort():
     from streaming.evaluate import popularity_ranks
 
