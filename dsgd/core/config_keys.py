@@ -46,7 +46,10 @@ class SparkConfig:
                        "build.sh resolved (.jars/spark, or $DSGD_JARS/spark). Set 'none' when the cluster "
                        "already provides them.")
     ui: bool = _f(False, "Start the Spark UI (spark.ui.enabled).")
-    conf: dict = _f({}, "Extra Spark settings, e.g. {\"spark.executor.memory\" = \"8g\"}.")
+    conf: dict = _f({}, "Extra Spark settings, e.g. {\"spark.executor.memory\" = \"8g\"}; they override the "
+                    "engine's own, such as its bounds on the finished work the driver keeps (50 SQL executions, 100 "
+                    "jobs and stages, 10,000 tasks: spark.sql.ui.retainedExecutions, spark.ui.retained*), which keep "
+                    "a long-running stream's driver heap flat.")
 
 
 @dataclass(frozen=True)

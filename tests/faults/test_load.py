@@ -68,7 +68,7 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
     values = implicit_values(df)
     c = stream_cfg(cfg, topic, tmp_path, kafka={"max_offsets_per_trigger": 0},
                    stream={"trigger": "processing_time", "trigger_interval": f"{TRIGGER_S} seconds",
-                           "eval_max_events": 500, "maintenance_every": 10})
+                           "eval_max_events": 500, "maintenance_every": 3})
     trainer = StreamTrainer(spark, c)
     query = trainer.start()
     sent: list[int] = []
@@ -79,13 +79,14 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
     try:
         deadline = None
         # memory is sampled every 5 s while the load is offered and while the stream catches up, from the
-        # end of the 2nd batch on (before it: JIT compilation, first model load, the allocators' growth)
+        # end of the 4th batch on (before it: JIT compilation, first model load, the first maintenance pass,
+        # the allocators' growth); a pass every 3 batches puts passes in both halves
         while query.isActive and (prod.is_alive() or sum(r.rows_in for r in trainer.results) < sum(sent)):
             if not prod.is_alive() and deadline is None:
                 deadline = time.monotonic() + 180
             if deadline is not None and time.monotonic() > deadline:
                 break
-            if len(trainer.results) >= 2 and (not samples or time.monotonic() - t0 - samples[-1]["t"] >= 5):
+            if len(trainer.results) >= 4 and (not samples or time.monotonic() - t0 - samples[-1]["t"] >= 5):
                 samples.append({"t": time.monotonic() - t0, "batches": len(trainer.results), **_memory(spark)})
             time.sleep(1)
         caught_up_s = time.monotonic() - t0 - SECONDS
@@ -99,8 +100,11 @@ def test_sustained_load_keeps_lag_bounded_and_memory_flat(spark, kafka_broker, t
     durations = m["seconds_total"].to_numpy()
     assert len(samples) >= 6 and samples[-1]["batches"] > samples[0]["batches"], samples
     half = len(samples) // 2
-    # medians: one sample taken while a batch holds its working set must not decide the verdict
-    mem = {k: (float(np.median([s[k] for s in samples[:half]])), float(np.median([s[k] for s in samples[half:]])))
+    # one sample taken while a batch holds its working set must not decide the verdict: medians of the
+    # RSS; the live heap's floor (its minimum), since a batch in flight only adds to what is retained
+    # (measured: samples of 90-130 MB with single ones of 175-220 MB mid-batch)
+    mem = {k: tuple(float((np.min if k == "driver_jvm_live_heap" else np.median)([s[k] for s in part]))
+                    for part in (samples[:half], samples[half:]))
            for k in ("driver_python", "driver_jvm_rss", "driver_jvm_live_heap", "python_workers")}
     report = {"offered_eps": RATE, "seconds": SECONDS, "events": int(sum(sent)), "batches": len(m),
               "lag_records_p50": float(np.median(lag)), "lag_records_max": int(lag.max()),

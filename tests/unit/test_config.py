@@ -78,3 +78,12 @@ def test_reference_lists_every_key():
         assert f"### [{sec}]" in ref
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in ref
+
+
+def test_the_session_bounds_the_drivers_status_store_and_spark_conf_overrides_it():
+    from dsgd.store.session import STATUS_RETENTION, spark_settings
+
+    conf = spark_settings(load_config(profile="local", overrides=['spark.conf={"spark.ui.retainedJobs" = "7"}']))
+    assert conf["spark.sql.ui.retainedExecutions"] == STATUS_RETENTION["spark.sql.ui.retainedExecutions"] == "50"
+    assert conf["spark.ui.retainedJobs"] == "7"
+    assert all(int(conf[k]) > 0 for k in STATUS_RETENTION)
