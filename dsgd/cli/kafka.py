@@ -25,8 +25,7 @@ def cmd_kafka(args: argparse.Namespace, cfg: Config) -> int:
         broker.proc = None  # leave it running after this process exits
         print(json.dumps(broker.status()))
     elif args.action == "stop":
-        broker.stop()
-        print(json.dumps(broker.status()))
+        print(json.dumps(stop_report(broker)))
     elif args.action == "create-topic":
         create_topic(cfg.kafka.bootstrap_servers, cfg.kafka.topic, cfg.kafka.partitions)
         print(json.dumps({"topic": cfg.kafka.topic, "bootstrap": cfg.kafka.bootstrap_servers}))
@@ -35,3 +34,14 @@ def cmd_kafka(args: argparse.Namespace, cfg: Config) -> int:
         print(json.dumps(st))
         return 0 if st["running"] else 3
     return 0
+
+
+def stop_report(broker) -> dict:
+    """Stop ``broker`` and say what was stopped: ``stopped_pid`` (None when no broker was running)."""
+    from dsgd.ops.kafka_broker import pid_alive
+
+    pid = broker.pid()
+    pid = pid if pid and pid_alive(pid) else None
+    broker.stop()
+    return {"stopped_pid": pid, "message": f"stopped the broker (pid {pid})" if pid else "no broker was running",
+            **broker.status()}

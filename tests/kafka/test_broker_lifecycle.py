@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from dsgd.cli.kafka import stop_report
 from dsgd.ops.kafka_broker import BrokerError, KafkaBroker, pid_alive, port_open
 
 pytestmark = pytest.mark.kafka
@@ -16,6 +17,8 @@ def test_broker_starts_serves_and_leaves_no_process_or_port(tmp_path):
         broker.create_topic("lifecycle", partitions=3)
         assert "lifecycle" in broker.list_topics()
         assert broker.status()["running"]
+        report = stop_report(broker)  # what `dsgd kafka stop` prints
+        assert report["stopped_pid"] == pid and not report["running"], report
     assert not pid_alive(pid)
     assert not port_open(broker.host, broker.port)
     assert not port_open(broker.host, broker.controller_port)
