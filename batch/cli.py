@@ -88,7 +88,8 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
 def _rollback_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--version", type=int, help="Delta version of the factors table to restore")
-    g.add_argument("--timestamp", help="restore the factors table as of this time (e.g. 2024-06-02 00:00:00)")
+    g.add_argument("--timestamp", help="restore the factors table as of this time: ISO 8601, UTC unless it has an offset "
+                   "(e.g. '2024-06-02 00:00:00', '2024-06-02T02:00:00+02:00')")
 
 
 @command("rollback", "restore the live model (factors table) to an earlier Delta version or timestamp",
@@ -96,8 +97,15 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 def cmd_rollback(args: argparse.Namespace, cfg: Config) -> int:
     from batch.changes import model_changes
     from batch.serving import rollback
+    from dsgd.store.factor_store import timestamp_ms
     from dsgd.store.session import build_session
 
+    if args.timestamp is not None:
+        try:
+            timestamp_ms(args.timestamp)  # before the JVM starts
+        except ValueError as exc:
+            print(json.dumps({"error": str(exc)}))
+            return 2
     spark = build_session(cfg)
     try:
         out = rollback(spark, cfg, version=args.version, timestamp=args.timestamp)

@@ -64,6 +64,22 @@ META_ID = "model"
 CAS_APP = "dsgd-model"
 
 
+
+def timestamp_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO 8601 date or time: ``2024-06-02``, ``2024-06-02 00:00:00`` (UTC when
+    no offset is given, like the engine's Spark sessions) or ``2024-06-02T02:00:00+02:00``; ``ValueError``
+    with the accepted forms otherwise."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} is not a date or time: give ISO 8601, e.g. '2024-06-02 00:00:00' "
+                         "(UTC) or '2024-06-02T02:00:00+02:00'") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
 @dataclass(frozen=True)
 class ModelHead:
     """The model as of Delta ``version``: its commit sequence and its metadata text.
@@ -176,8 +192,8 @@ class FactorStore:
         ``ValueError`` names the table's first commit time when there is none."""
         from delta.tables import DeltaTable
 
+        ts = F.timestamp_millis(F.lit(timestamp_ms(timestamp)))
         hist = DeltaTable.forPath(self.spark, self.path).history().select("version", "timestamp")
-        ts = F.to_timestamp(F.lit(timestamp))
         row = hist.where(F.col("timestamp") <= ts).agg(F.max("version").alias("v")).first()
         if row is None or row["v"] is None:
             first = hist.agg(F.min("timestamp")).first()[0]
