@@ -182,8 +182,10 @@ class BlendModel:
 
     # ---- scores -------------------------------------------------------------------------------------
     def scores(self, users: UserFactors, rows: np.ndarray | None = None) -> np.ndarray:
-        """Served scores float64 ``[m, n]`` (or ``[m, len(rows)]`` for the candidate ``rows``); ``-inf``
-        where no model that knows the user has the item, so a cold user's row is all ``-inf``."""
+        """Served scores ``[m, n]`` (or ``[m, len(rows)]`` for the candidate ``rows``): float32 when one
+        model scores (the factors' precision; half the bytes of a float64 row), float64 where the score
+        blend mixes two models; ``-inf`` where no model that knows the user has the item, so a cold
+        user's row is all ``-inf``."""
         m = len(users)
         width = len(self) if rows is None else len(rows)
         on = self._side(self.online, users.online_vec, users.online_bias, users.online_has, rows)
@@ -198,17 +200,17 @@ class BlendModel:
         (so, ko), (sb, kb) = on, ba
         ko = np.ones(so.shape, bool) if ko is None else ko
         kb = np.ones(sb.shape, bool) if kb is None else kb
-        return blend_scores(so, sb, ko, kb, self.alpha)
+        return blend_scores(so.astype(np.float64), sb.astype(np.float64), ko, kb, self.alpha)
 
     @staticmethod
     def _side(side: ItemSide, vec: np.ndarray | None, bias: np.ndarray | None, has: np.ndarray,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """(scores float64 [m, width], usable bool [m, width] or None for all) of one model, None if it
+        """(scores float32 [m, width], usable bool [m, width] or None for all) of one model, None if it
         knows no user."""
         if vec is None or not has.any():
             return None
         iv, ib = (side.vec, side.bias) if rows is None else (side.vec[rows], side.bias[rows])
-        s = score_matrix(vec, iv, user_bias=bias, item_bias=ib, mu=side.mu, dtype=np.float32).astype(np.float64)
+        s = score_matrix(vec, iv, user_bias=bias, item_bias=ib, mu=side.mu, dtype=np.float32)
         if side.known is None and has.all():
             return s, None
         known = np.ones(iv.shape[0], bool) if side.known is None else (side.known if rows is None else side.known[rows])
@@ -234,7 +236,8 @@ class BlendModel:
             row = row.copy()
             row[exclude if candidates is None else positions(candidates, exclude)] = -np.inf
         best = top_k(row, k, tie_order=self.tie_order if candidates is None else self.tie_order[candidates])
-        return Recs(best if candidates is None else candidates[best], row[best], "fold-in" if folded else "model")
+        return Recs(best if candidates is None else candidates[best], row[best].astype(np.float64),
+                    "fold-in" if folded else "model")
 
     def popularity(self, k: int, *, exclude: np.ndarray | None = None, candidates: np.ndarray | None = None) -> Recs:
         """The ``k`` most popular items (``item_count``, ties by id) not excluded, among ``candidates``."""
