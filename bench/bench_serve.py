@@ -196,7 +196,7 @@ def bench_http(wh: Path, n_users: int, k: int, conns: list[int], seconds: float,
         for c in conns:
             ctx = mp.get_context("spawn")  # no fork of a process that may hold a JVM
             q = ctx.Queue()
-            s0 = _cpu_s(proc.pid)
+            s0, m0 = _cpu_s(proc.pid), _products(url)
             p = ctx.Process(target=_load, args=(url, paths, c, seconds, q))
             p.start()
             r = q.get()
@@ -205,11 +205,29 @@ def bench_http(wh: Path, n_users: int, k: int, conns: list[int], seconds: float,
             out[str(c)] = {"requests": len(lat), "rps": round(len(lat) / r["wall"], 1), "p50_ms": _ms(lat, 50),
                            "p90_ms": _ms(lat, 90), "p99_ms": _ms(lat, 99), "non_200": len(r["bad"]),
                            "server_cpu_ms_per_request": round((_cpu_s(proc.pid) - s0) / max(1, len(lat)) * 1e3, 3),
-                           "client_cpu_s": round(r["client_cpu_s"], 2), "load_avg": os.getloadavg()}
+                           "client_cpu_s": round(r["client_cpu_s"], 2), "load_avg": os.getloadavg(),
+                           "users_per_product": _per_product(m0, _products(url))}
         return out
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _products(url: str) -> tuple[float, float]:
+    """(matrix products, users scored in them) so far, from the server's /metrics."""
+    import httpx
+
+    got = {"dsgd_serve_score_products_total": 0.0, "dsgd_serve_score_product_users_total": 0.0}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in got:
+            got[name] = float(value)
+    return got["dsgd_serve_score_products_total"], got["dsgd_serve_score_product_users_total"]
+
+
+def _per_product(before: tuple[float, float], after: tuple[float, float]) -> float:
+    products, users = after[0] - before[0], after[1] - before[1]
+    return round(users / products, 2) if products else 0.0
 
 
 def bench_spark(wh: Path, k: int, calls: int, cli: bool) -> dict:
