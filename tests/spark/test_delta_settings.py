@@ -64,3 +64,39 @@ def test_factor_write_ignores_another_threads_session_txn_settings_and_records_o
     assert info.get("userMetadata", "").startswith("dsgd-factors:3:1:")
     for key in TXN:  # nothing left behind in the shared session conf
         assert spark.conf.get(key, None) is None
+
+
+def test_a_commit_without_writer_options_waits_for_another_threads_settings_and_records_none_of_them(spark, tmp_path):
+    """A write that has no writer options of its own (OPTIMIZE, the export, the snapshot) runs inside
+    ``delta_settings(spark)``: while another thread holds session-wide settings it waits, then commits
+    without them."""
+    path = str(tmp_path / "plain")
+    spark.range(3).write.format("delta").save(path)
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with delta_settings(spark, TXN):
+            held.set()
+            release.wait(300)
+
+    def plain_write() -> None:
+        with delta_settings(spark):
+            spark.range(2).write.format("delta").mode("append").save(path)
+
+    th = threading.Thread(target=other_writer)
+    th.start()
+    assert held.wait(30)
+    writer = threading.Thread(target=plain_write)
+    try:
+        writer.start()
+        writer.join(8)  # an unguarded append commits within a second or two
+        assert writer.is_alive(), "a write committed while another thread's session settings were set"
+        assert not (Path(path) / "_delta_log" / f"{1:020d}.json").exists()
+    finally:
+        release.set()
+        th.join(30)
+        writer.join(120)
+    assert not writer.is_alive()
+    actions = _commit_actions(path, 1)
+    assert not [a for a in actions if "txn" in a], actions
+    assert "userMetadata" not in next(a["commitInfo"] for a in actions if "commitInfo" in a)
