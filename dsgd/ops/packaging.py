@@ -14,7 +14,7 @@ PYFILES_PACKAGES = ("dsgd", "streaming", "batch")
 
 def build_pyfiles_zip(root: str | Path = PROJECT_ROOT, out: str | Path = "dist/dsgd_pyfiles.zip") -> Path:
     """Write the ``--py-files`` zip: every ``*.py`` of dsgd/, streaming/, batch/ and ``conf/`` as
-    ``dsgd/conf/`` (``*.toml``, ``*.template``, ``*.py``), in sorted order. Returns the zip's path.
+    ``dsgd/conf/`` (``*.toml``, ``*.template``, ``*.properties``, ``*.py``), in sorted order. Returns the zip's path.
 
     Example
     -------
@@ -32,7 +32,7 @@ def build_pyfiles_zip(root: str | Path = PROJECT_ROOT, out: str | Path = "dist/d
                 if "__pycache__" not in p.parts:
                     z.write(p, p.relative_to(root).as_posix())
         for p in sorted((root / "conf").iterdir()):
-            if p.suffix in (".toml", ".template", ".py"):
+            if p.suffix in (".toml", ".template", ".properties", ".py"):
                 z.write(p, "dsgd/conf/" + p.name)
     tmp.replace(out)
     return out

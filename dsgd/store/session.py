@@ -13,11 +13,14 @@ import sys
 from pathlib import Path
 
 from dsgd.core.config import Config, ConfigError
-from dsgd.core.paths import spark_jars_dir
+from dsgd.core.paths import conf_dir, spark_jars_dir
 
 log = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+#: The driver JVM's log4j2 configuration (in the conf folder) when this process starts the JVM: a quiet
+#: start-up, WARN and up.
+LOG4J_FILE = "log4j2.properties"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 
@@ -99,7 +102,11 @@ def build_session(cfg: Config):
     builder = SparkSession.builder
     if cfg.spark.master:
         builder = builder.master(cfg.spark.master)
-    for key, value in spark_settings(cfg).items():
+    settings = spark_settings(cfg)
+    log4j = conf_dir() / LOG4J_FILE
+    if log4j.is_file():
+        settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}")
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

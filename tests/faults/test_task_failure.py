@@ -25,6 +25,11 @@ def test_task_retry_after_a_failed_first_attempt_gives_the_factors_of_a_run_with
     assert "injected failure of barrier task" in proc.stderr  # the barrier stage was re-run whole
     assert "injected failure of partition" in proc.stderr  # the shuffle engine's tasks were retried
     assert "Task 0 in stage" not in proc.stderr or "failed 3 times" not in proc.stderr
+    # the JVM this process started logs by conf/log4j2.properties: Spark's warnings above pass, its
+    # start-up chatter does not
+    for chatter in ("Using Spark's default log4j profile", "WARN Utils:", "WARN NativeCodeLoader:",
+                    'Setting default log level to "WARN"'):
+        assert chatter not in proc.stderr, chatter
 
     retried = dict(np.load(out))
     clean = fit_factors(spark)  # the same fits, fault-free, in the session's local[2]
