@@ -38,10 +38,10 @@ def local_jars(cfg: Config) -> list[str]:
     return jars
 
 
-#: How much finished work the driver's status store keeps (with or without the UI). Each micro-batch runs
-#: about a dozen SQL executions; at Spark's defaults (1,000 executions, jobs and stages, 100,000 tasks) the
-#: driver's live heap grows for the first ~80 batches before the store starts evicting, by ~0.2 MB per
-#: execution. These bounds reach the plateau within a few batches; ``spark.conf`` overrides them.
+#: How much finished work the driver's status store keeps (with or without the UI). A micro-batch runs
+#: about a dozen SQL executions, so at Spark's defaults (1,000 executions, jobs and stages) a stream's
+#: live heap grows for its first hundred batches or so before the store evicts anything (bench/RESULTS.md,
+#: "Driver heap"); these bounds reach that plateau within a few batches. ``spark.conf`` overrides them.
 STATUS_RETENTION = {
     "spark.sql.ui.retainedExecutions": "50",
     "spark.ui.retainedJobs": "100",
