@@ -31,6 +31,8 @@ def run_summary(results: list[BatchResult], seconds: float, model_version: int |
         pop = sum(r.dcg_popularity * r.dcg_events for r in evaluated) / n
         lines.append(f"  prequential dcg@{k} {dcg:.4f} vs popularity {pop:.4f} over {n} events of "
                      f"{len(evaluated)} batches")
+    elif not results:
+        lines.append("  prequential dcg: no batch ran (the topic held nothing past the checkpoint's offsets)")
     else:
         lines.append("  prequential dcg: no batch was evaluated (the first batch meets no model yet; use "
                      "smaller batches, e.g. kafka.max_offsets_per_trigger, to evaluate one run's events)")

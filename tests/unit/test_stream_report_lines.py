@@ -34,6 +34,13 @@ def test_a_replayed_batch_is_not_counted_twice_and_no_evaluation_is_said_so():
     assert "no batch was evaluated" in text and "quarantined 0" in text and "no factors table yet" in text, text
 
 
+def test_a_run_with_no_batch_says_the_topic_held_nothing_new():
+    text = run_summary([], seconds=0.9, model_version=8, k=100)
+    assert "0 batches (0 replayed), 0 records in" in text, text
+    assert "no batch ran (the topic held nothing past the checkpoint's offsets)" in text, text
+    assert "first batch meets no model" not in text, text
+
+
 def test_the_heartbeat_names_the_topic_and_the_last_batch():
     assert heartbeat(61.2, None, "events") == "idle 61s: waiting for the first events on topic events"
     assert heartbeat(120, _res(4, 30), "t") == "idle 120s: no new events on topic t since batch 4 (30 records, lag -1 rec)"
