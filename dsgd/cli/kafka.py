@@ -38,10 +38,8 @@ def cmd_kafka(args: argparse.Namespace, cfg: Config) -> int:
 
 def stop_report(broker) -> dict:
     """Stop ``broker`` and say what was stopped: ``stopped_pid`` (None when no broker was running)."""
-    from dsgd.ops.kafka_broker import pid_alive
-
-    pid = broker.pid()
-    pid = pid if pid and pid_alive(pid) else None
+    before = broker.status()
+    pid = before["pid"] if before["running"] else None
     broker.stop()
     return {"stopped_pid": pid, "message": f"stopped the broker (pid {pid})" if pid else "no broker was running",
             **broker.status()}

@@ -64,7 +64,6 @@ META_ID = "model"
 CAS_APP = "dsgd-model"
 
 
-
 def timestamp_ms(text: str) -> int:
     """Epoch milliseconds of an ISO 8601 date or time: ``2024-06-02``, ``2024-06-02 00:00:00`` (UTC when
     no offset is given, like the engine's Spark sessions) or ``2024-06-02T02:00:00+02:00``; ``ValueError``
@@ -79,6 +78,7 @@ def timestamp_ms(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
+
 
 @dataclass(frozen=True)
 class ModelHead:

@@ -18,10 +18,10 @@ from dsgd.core.paths import conf_dir, spark_jars_dir
 log = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 #: The driver JVM's log4j2 configuration (in the conf folder) when this process starts the JVM: a quiet
 #: start-up, WARN and up.
 LOG4J_FILE = "log4j2.properties"
-DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 
 def local_jars(cfg: Config) -> list[str]:
