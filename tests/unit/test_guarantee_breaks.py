@@ -3,6 +3,7 @@ applies to the code and names one of the row's own tests; ``tests/breaks/run.py`
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ def _norm(text: str) -> str:
     return " ".join(text.replace("`", "").split()).lower()
 
 
+@functools.cache
 def guarantee_rows() -> list[tuple[str, list[str]]]:
     """(promise, test references) of each row of README.md's Guarantees table."""
     section = ROOT.joinpath("README.md").read_text().split("\n## Guarantees", 1)[1].split("\n## ", 1)[0]
@@ -43,7 +45,7 @@ def test_the_table_is_read() -> None:
 
 
 def test_every_guarantee_row_has_a_break() -> None:
-    covered = {_row_of(b)[0] for b in BREAKS if _row_of(b) is not None}
+    covered = {row[0] for row in map(_row_of, BREAKS) if row is not None}
     missing = [promise[:80] for promise, _ in guarantee_rows() if promise not in covered]
     assert not missing, f"Guarantees rows without a break in tests/breaks/: {missing}"
 
