@@ -15,6 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 
+#: Users per product for which ``(items @ users.T).T`` is faster than ``users @ items.T`` (OpenBLAS's
+#: float32 GEMM with 2-16 rows on the left; bench/RESULTS.md "Serving").
+ITEM_MAJOR_USERS = (2, 16)
+
+
 def score_matrix(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.ndarray | None = None,
                  item_bias: np.ndarray | None = None, mu: float = 0.0, dtype: type = np.float64) -> np.ndarray:
     """Scores of every item for every user: ``[n_users, n_items]`` in ``dtype``.
@@ -28,7 +33,11 @@ def score_matrix(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.nd
     mu : float
         Global mean (explicit models; 0 for implicit ones).
     """
-    s = np.asarray(user_vec, dtype) @ np.asarray(item_vec, dtype).T
+    u, v = np.asarray(user_vec, dtype), np.asarray(item_vec, dtype)
+    if ITEM_MAJOR_USERS[0] <= len(u) <= ITEM_MAJOR_USERS[1]:
+        s = np.ascontiguousarray((v @ u.T).T)
+    else:
+        s = u @ v.T
     if item_bias is not None:
         s += np.asarray(item_bias, dtype)[None, :]
     if user_bias is not None:
@@ -52,10 +61,50 @@ def _best_finite_fast(s: np.ndarray, kk: int) -> np.ndarray | None:
         return np.arange(s.size) if np.isfinite(s).all() else None
     with np.errstate(over="ignore"):
         s32 = s.astype(np.float32, copy=False)
+    if s32.size >= 4 * _blocks(kk):
+        decided, found = _best_by_block_maxima(s32, kk)
+        if decided:
+            return found
     best32 = s32[np.argpartition(-s32, kk - 1)[:kk]]
     if not np.isfinite(best32).all():
         return None
     return np.flatnonzero(s32 >= best32.min())
+
+
+#: Blocks per wanted item in :func:`_best_by_block_maxima` (more: a tighter threshold, a longer partition)
+#: and the fewest blocks (numpy's max over the rows of a ``[width, blocks]`` view is slow when rows are short).
+BLOCKS_PER_K, MIN_BLOCKS = 8, 1024
+
+
+def _blocks(kk: int) -> int:
+    return max(BLOCKS_PER_K * kk, MIN_BLOCKS)
+
+
+def _best_by_block_maxima(s32: np.ndarray, kk: int) -> tuple[bool, np.ndarray | None]:
+    """(decided, :func:`_best_finite_fast`'s answer) from a partition of a few candidates instead of the
+    whole row; not decided where this shortcut cannot tell (the caller partitions the whole row).
+
+    The row's head is cut into ``B = _blocks(kk)`` blocks (block ``j`` holds positions ``j, j + B,
+    j + 2B, ...``: one max over the rows of a ``[width, B]`` view, which numpy reduces fast); the ``kk``
+    largest block maxima are ``kk`` distinct scores at least their minimum ``t``, so the ``kk`` best
+    scores are all ``>= t``: only those positions (a few more than ``kk`` on real score rows) are
+    partitioned. A +inf anywhere is a
+    candidate and means None, as in the full partition; NaN is never ``>= t``.
+    """
+    blocks = _blocks(kk)
+    width = s32.size // blocks
+    maxima = s32[: blocks * width].reshape(width, blocks).max(axis=0)
+    t = np.partition(maxima, blocks - kk)[blocks - kk]
+    if not np.isfinite(t):
+        return False, None
+    cand = np.flatnonzero(s32 >= t)
+    if cand.size < kk:  # NaN blocks: fewer than kk finite scores reach t
+        return False, None
+    vals = s32[cand]
+    if not np.isfinite(vals).all():
+        return True, None
+    kth = np.partition(vals, vals.size - kk)[vals.size - kk]
+    return True, cand[vals >= kth]
 
 
 def score_pairs(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.ndarray | None = None,

@@ -44,3 +44,23 @@ def test_top_k_separates_scores_that_float32_cannot(seed):
     tie = rng.permutation(n)
     k = int(rng.integers(1, 40))
     assert top_k(s, k, tie_order=tie).tolist() == _by_definition(s, k, tie)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_top_k_of_long_rows_equals_the_definition(seed):
+    """Rows long enough for the block-maxima shortcut (and its fall-backs): real-valued and tied scores,
+    filtered (-inf) runs, NaN, +inf, and rows with fewer finite scores than k."""
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(4096, 12_000))  # the shortcut needs 4 scores per block
+    s = rng.standard_normal(n) if rng.random() < 0.5 else rng.integers(-3, 3, n).astype(np.float64)
+    if rng.random() < 0.5:
+        s = s.astype(np.float32)
+    for value in (np.nan, -np.inf, np.inf):
+        if rng.random() < 0.3:
+            s[rng.random(n) < rng.choice([0.001, 0.05, 0.5, 0.99])] = value
+    if rng.random() < 0.2:  # a filtered run as long as many blocks
+        lo = int(rng.integers(0, n))
+        s[lo:lo + n // 3] = -np.inf
+    tie = rng.permutation(n) if rng.random() < 0.5 else None
+    k = int(rng.choice([1, 5, 20, 100]))
+    assert top_k(s, k, tie_order=tie).tolist() == _by_definition(s, k, tie)
