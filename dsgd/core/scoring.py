@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: Users per product for which ``(items @ users.T).T`` is faster than ``users @ items.T`` (OpenBLAS's
 #: float32 GEMM with 2-16 rows on the left; bench/RESULTS.md "Serving").
 ITEM_MAJOR_USERS = (2, 16)
@@ -34,10 +33,8 @@ def score_matrix(user_vec: np.ndarray, item_vec: np.ndarray, *, user_bias: np.nd
         Global mean (explicit models; 0 for implicit ones).
     """
     u, v = np.asarray(user_vec, dtype), np.asarray(item_vec, dtype)
-    if ITEM_MAJOR_USERS[0] <= len(u) <= ITEM_MAJOR_USERS[1]:
-        s = np.ascontiguousarray((v @ u.T).T)
-    else:
-        s = u @ v.T
+    few = ITEM_MAJOR_USERS[0] <= len(u) <= ITEM_MAJOR_USERS[1]
+    s = np.ascontiguousarray((v @ u.T).T) if few else u @ v.T
     if item_bias is not None:
         s += np.asarray(item_bias, dtype)[None, :]
     if user_bias is not None:

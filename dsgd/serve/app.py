@@ -20,11 +20,11 @@ releases the GIL, so requests score in parallel on the cores.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from typing import Annotated, Any
 
 import anyio.to_thread
+import orjson
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -101,7 +101,7 @@ class Similar(BaseModel):
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
 
 
 def _error(parameter: str, message: str, status: int, **extra: Any) -> Response:
