@@ -9,7 +9,8 @@ server). Then:
 - ``reload``: the server's full load of that table in-process (``Holder.refresh``: read + latest row per
   key + contiguous arrays + the blend model + its Gram/norm caches), best and median of ``--reloads``;
   and an incremental reload after an append of 1% of the item rows;
-- ``floor``: the same top-``k`` in-process (``BlendModel.recommend`` for one user, exclude_seen off),
+- ``floor``: the same top-``k`` in-process (``BlendModel.recommend`` for one user, exclude_seen off; the full
+  product and the served path, through the int8 screen from ``serve.screen_min_items`` items),
   thread CPU and wall time per call;
 - ``http``: a real ``dsgd serve`` process (port 0) and a load-generator process with ``c`` keep-alive
   HTTP/1.1 connections (asyncio, uvloop), each sending ``GET /users/{random user}/recommendations?k=&
@@ -104,22 +105,31 @@ def bench_reload(wh: Path, n_items: int, rank: int, reloads: int) -> dict:
 
 
 def bench_floor(wh: Path, k: int, n: int = 300) -> dict:
+    """The in-process top-k of one user, CPU and wall: the full float32 product (``full``), and what the
+    server runs (``served``: the int8 screen and the exact scores of its candidates where
+    ``serve.screen_min_items`` says so, else the full product)."""
     from dsgd.serve.holder import Holder
 
-    h = Holder(load_config(overrides=[f'app.warehouse="{wh}"']))
+    cfg = load_config(overrides=[f'app.warehouse="{wh}"'])
+    h = Holder(cfg)
     h.refresh()
     st = h.state
     users = st.factors.users.factors
     rng = np.random.default_rng(2)
-    cpu, wall = [], []
-    for j in rng.integers(0, len(users), n):
-        uf = UserFactors.one(st.model.rank, online=(users.vec[j], float(users.bias[j])))
-        c0, w0 = time.thread_time(), time.perf_counter()
-        st.model.recommend(uf, k)
-        cpu.append(time.thread_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return {"top_k_cpu_ms_p50": _ms(cpu, 50), "top_k_cpu_ms_p99": _ms(cpu, 99), "top_k_wall_ms_p50": _ms(wall, 50),
-            "top_k_wall_ms_p99": _ms(wall, 99), "calls": n}
+    st.model.prepare(cfg.serve.screen_min_items)
+    out: dict = {"calls": n, "screened": st.model.screens(cfg.serve.screen_min_items)}
+    for name in ("full", "served"):
+        cpu, wall = [], []
+        for j in rng.integers(0, len(users), n):
+            uf = UserFactors.one(st.model.rank, online=(users.vec[j], float(users.bias[j])))
+            c0, w0 = time.thread_time(), time.perf_counter()
+            rows = st.model.screened_rows(uf, k, cfg.serve.screen_min_items) if name == "served" else None
+            st.model.recommend(uf, k, candidates=rows)
+            cpu.append(time.thread_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        out.update({f"{name}_cpu_ms_p50": _ms(cpu, 50), f"{name}_cpu_ms_p99": _ms(cpu, 99),
+                    f"{name}_wall_ms_p50": _ms(wall, 50), f"{name}_wall_ms_p99": _ms(wall, 99)})
+    return out
 
 
 def _ms(xs: list[float], q: float) -> float:
@@ -172,10 +182,12 @@ def _load(url: str, paths: list[str], conns: int, seconds: float, out: mp.Queue)
     out.put({"lat": lat, "bad": bad, "wall": time.perf_counter() - t0, "client_cpu_s": time.process_time() - c0})
 
 
-def bench_http(wh: Path, n_users: int, k: int, conns: list[int], seconds: float, threads: int) -> dict:
+def bench_http(wh: Path, n_users: int, k: int, conns: list[int], seconds: float, threads: int,
+               overrides: tuple[str, ...] = ()) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    sets = [x for o in (f"serve.threads={threads}", 'app.log_level="WARNING"', *overrides) for x in ("--set", o)]
     proc = subprocess.Popen([sys.executable, "-m", "dsgd", "serve", "--port", "0", "--set", f'app.warehouse="{wh}"',
-                             "--set", f"serve.threads={threads}", "--set", "app.log_level=\"WARNING\""],
+                             *sets],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = json.loads(proc.stdout.readline())["serving"]
@@ -262,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=4, help="serve.threads")
     ap.add_argument("--reloads", type=int, default=3)
+    ap.add_argument("--full-product-too", action="store_true",
+                    help="also every HTTP point with serve.screen_min_items out of reach (no int8 screen)")
     ap.add_argument("--spark-calls", type=int, default=2, help="0: skip the Spark path")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -279,7 +293,11 @@ def main(argv: list[str] | None = None) -> dict:
             size = {"write_s": round(time.perf_counter() - t0, 1)}
             size["reload"] = bench_reload(wh, n, a.rank, a.reloads)
             size["floor"] = bench_floor(wh, a.k)
-            size["http"] = bench_http(wh, a.users, a.k, [int(c) for c in a.conns.split(",")], a.seconds, a.threads)
+            conns = [int(c) for c in a.conns.split(",")]
+            size["http"] = bench_http(wh, a.users, a.k, conns, a.seconds, a.threads)
+            if a.full_product_too:  # the same points with the int8 screen off, side by side
+                size["http_full_product"] = bench_http(wh, a.users, a.k, conns, a.seconds, a.threads,
+                                                       ("serve.screen_min_items=1000000000000",))
             if a.spark_calls:
                 size["spark"] = bench_spark(wh, a.k, a.spark_calls, cli=j == 0)
             res["sizes"][str(n)] = size

@@ -45,6 +45,7 @@ from dsgd.core.factors import SideFactors
 from dsgd.core.foldin_rule import FoldInRule, fold_users, item_gram_blas
 from dsgd.core.hashing import id_key
 from dsgd.core.scoring import score_matrix, top_k
+from dsgd.core.screen import Int8Items
 
 
 def blend_scores(online: np.ndarray | None, batch: np.ndarray | None, online_known: np.ndarray,
@@ -216,6 +217,24 @@ class BlendModel:
         known = np.ones(iv.shape[0], bool) if side.known is None else (side.known if rows is None else side.known[rows])
         return s, has[:, None] & known[None, :]
 
+    def screens(self, min_items: int) -> bool:
+        """Whether :meth:`screened_rows` applies: an online model (no score blend) that has every item,
+        with at least ``min_items`` items (``serve.screen_min_items``)."""
+        return self.batch is None and self.online.known is None and len(self) >= max(min_items, 1)
+
+    def screened_rows(self, users: UserFactors, kk: int, min_items: int) -> np.ndarray | None:
+        """Sorted item rows holding the ``kk`` best items of one user the online model knows, found
+        through the int8 copy of the items (:mod:`dsgd.core.screen`); None where it does not apply
+        (:meth:`screens`) or cannot tell. The caller scores these rows exactly (:meth:`recommend` with
+        ``candidates``)."""
+        if not self.screens(min_items) or len(users) != 1 or not users.online_has[0]:
+            return None
+        c = float(users.online_bias[0]) + self.online.mu
+        return self._int8().candidates(users.online_vec[0], c, kk)
+
+    def _int8(self) -> Int8Items:
+        return self._cached("int8", lambda: Int8Items.of(self.online.vec, self.online.bias))
+
     def recommend(self, users: UserFactors, k: int, *, exclude: list[np.ndarray | None] | None = None,
                   candidates: np.ndarray | None = None, folded: np.ndarray | None = None) -> list[Recs]:
         """Top-``k`` per user: by served score, or by popularity for a cold user; ``exclude[j]`` holds
@@ -299,14 +318,17 @@ class BlendModel:
         return fold_users(side.vec, side.bias, vec, bias, has, ptr, items, ratings, params=params,
                           new_user_min_events=min_events, candidates=cand, gram=gram)
 
-    def prepare(self) -> BlendModel:
+    def prepare(self, screen_min_items: int | None = None) -> BlendModel:
         """Compute the derived arrays requests would otherwise compute on first use (the Gram matrices of
-        the ``ls`` fold-in, the item norms of :meth:`similar`); returns self."""
+        the ``ls`` fold-in, the item norms of :meth:`similar`, the int8 items where :meth:`screens`
+        with ``screen_min_items``); returns self."""
         for name, side in (("online", self.online), ("batch", self.batch)):
             if side is not None:
                 cand = self._cached(f"known:{name}", side.known_rows)
                 self._cached(f"gram:{name}", lambda s=side, c=cand: item_gram_blas(s.vec, c))
         self._norms()
+        if screen_min_items is not None and self.screens(screen_min_items):
+            self._int8().candidates(self.online.vec[0], 0.0, 1)  # compiles the screen here, not in a request
         return self
 
     def _norms(self) -> np.ndarray:
@@ -327,6 +349,8 @@ class BlendModel:
             for key in ("by_key", "sorted_keys"):
                 if key in pc_:
                     self._cache[key] = pc_[key]
+        if "int8" in pc_:
+            self._cache["int8"] = pc_["int8"].with_rows(self.online.vec, self.online.bias, changed)
         if "norms" in pc_:
             norms = np.concatenate([pc_["norms"], np.zeros(len(self) - n_old)])
             norms[changed] = row_norms(self.online.vec[changed])

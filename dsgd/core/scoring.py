@@ -58,10 +58,9 @@ def _best_finite_fast(s: np.ndarray, kk: int) -> np.ndarray | None:
         return np.arange(s.size) if np.isfinite(s).all() else None
     with np.errstate(over="ignore"):
         s32 = s.astype(np.float32, copy=False)
-    if s32.size >= 4 * _blocks(kk):
-        decided, found = _best_by_block_maxima(s32, kk)
-        if decided:
-            return found
+    decided, found = _best_by_block_maxima(s32, kk)
+    if decided:
+        return found
     best32 = s32[np.argpartition(-s32, kk - 1)[:kk]]
     if not np.isfinite(best32).all():
         return None
@@ -77,22 +76,29 @@ def _blocks(kk: int) -> int:
     return max(BLOCKS_PER_K * kk, MIN_BLOCKS)
 
 
-def _best_by_block_maxima(s32: np.ndarray, kk: int) -> tuple[bool, np.ndarray | None]:
-    """(decided, :func:`_best_finite_fast`'s answer) from a partition of a few candidates instead of the
-    whole row; not decided where this shortcut cannot tell (the caller partitions the whole row).
+def block_threshold(x: np.ndarray, kk: int) -> float | None:
+    """A value at most the ``kk``-th largest of ``x``: the ``kk``-th largest maximum of ``B = _blocks(kk)``
+    blocks (block ``j`` holds positions ``j, j + B, j + 2B, ...``: one max over the rows of a
+    ``[width, B]`` view, which numpy reduces fast). The ``kk`` largest block maxima are ``kk`` distinct
+    values at least their minimum, so at least ``kk`` values of ``x`` are ``>=`` it. None when ``x`` is
+    too short (fewer than 4 values per block) or the value is not finite (NaN or -inf blocks)."""
+    blocks = _blocks(kk)
+    width = x.size // blocks
+    if width < 4:
+        return None
+    maxima = x[: blocks * width].reshape(width, blocks).max(axis=0)
+    t = np.partition(maxima, blocks - kk)[blocks - kk]
+    return float(t) if np.isfinite(t) else None
 
-    The row's head is cut into ``B = _blocks(kk)`` blocks (block ``j`` holds positions ``j, j + B,
-    j + 2B, ...``: one max over the rows of a ``[width, B]`` view, which numpy reduces fast); the ``kk``
-    largest block maxima are ``kk`` distinct scores at least their minimum ``t``, so the ``kk`` best
-    scores are all ``>= t``: only those positions (a few more than ``kk`` on real score rows) are
-    partitioned. A +inf anywhere is a
+
+def _best_by_block_maxima(s32: np.ndarray, kk: int) -> tuple[bool, np.ndarray | None]:
+    """(decided, :func:`_best_finite_fast`'s answer) from a partition of the few positions at or above
+    :func:`block_threshold` (a few more than ``kk`` on real score rows) instead of the whole row; not
+    decided where the shortcut cannot tell (the caller partitions the whole row). A +inf anywhere is a
     candidate and means None, as in the full partition; NaN is never ``>= t``.
     """
-    blocks = _blocks(kk)
-    width = s32.size // blocks
-    maxima = s32[: blocks * width].reshape(width, blocks).max(axis=0)
-    t = np.partition(maxima, blocks - kk)[blocks - kk]
-    if not np.isfinite(t):
+    t = block_threshold(s32, kk)
+    if t is None:
         return False, None
     cand = np.flatnonzero(s32 >= t)
     if cand.size < kk:  # NaN blocks: fewer than kk finite scores reach t

@@ -74,7 +74,7 @@ class Holder:
     def _swap(self) -> None:
         new = Served.build(self.cfg, self._factors, self._snapshot, self._seen, self._unavailable,
                            self._commit_time, previous=self.state)
-        new.model.prepare()  # derived arrays computed here, not by the first requests
+        new.model.prepare(self.cfg.serve.screen_min_items)  # derived arrays here, not in the first requests
         self.state = new  # the swap: one reference assignment
         self.reloads += 1
 

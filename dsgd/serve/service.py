@@ -58,9 +58,12 @@ class Service:
 
     def _recommend(self, st: Served, users: UserFactors, k: int, exclude: list[np.ndarray], cand: np.ndarray | None,
                    folded: np.ndarray | None = None) -> list[Recs]:
-        """:meth:`BlendModel.recommend`; a lone known user's full scores go through the coalescer, so
-        concurrent requests share one matrix product."""
+        """:meth:`BlendModel.recommend`; a lone known user is scored on the rows the int8 screen leaves
+        (big online models), else through the coalescer, so concurrent requests share one product."""
         if len(users) == 1 and cand is None and not users.cold[0]:
+            rows = st.model.screened_rows(users, k + len(exclude[0]), self.cfg.serve.screen_min_items)
+            if rows is not None:
+                return st.model.recommend(users, k, exclude=exclude, candidates=rows, folded=folded)
             row = self.coalescer.scores(st.model, users)
             return [st.model.pick(row, k, exclude=exclude[0], folded=folded is not None and bool(folded[0]))]
         return st.model.recommend(users, k, exclude=exclude, candidates=cand, folded=folded)
