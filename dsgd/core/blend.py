@@ -229,8 +229,7 @@ class BlendModel:
         ``candidates``)."""
         if not self.screens(min_items) or len(users) != 1 or not users.online_has[0]:
             return None
-        c = float(users.online_bias[0]) + self.online.mu
-        return self._int8().candidates(users.online_vec[0], c, kk)
+        return self._int8().candidates(users.online_vec[0], (float(users.online_bias[0]), self.online.mu), kk)
 
     def _int8(self) -> Int8Items:
         return self._cached("int8", lambda: Int8Items.of(self.online.vec, self.online.bias))
@@ -328,7 +327,7 @@ class BlendModel:
                 self._cached(f"gram:{name}", lambda s=side, c=cand: item_gram_blas(s.vec, c))
         self._norms()
         if screen_min_items is not None and self.screens(screen_min_items):
-            self._int8().candidates(self.online.vec[0], 0.0, 1)  # compiles the screen here, not in a request
+            self._int8().candidates(self.online.vec[0], (0.0,), 1)  # compiles the screen here, not in a request
         return self
 
     def _norms(self) -> np.ndarray:

@@ -241,6 +241,7 @@ class ServeConfig:
     threads: int = _f(4, "Request threads scoring in parallel (numpy releases the GIL; one BLAS thread each).",
                       lo=1, hi=256)
     screen_min_items: int = _f(50_000, "Online models with at least this many items screen a lone user's top-K with "
-                               "an int8 copy of the item factors (a quarter of their memory more; same items and "
-                               "scores, proved by bounds) and score the few candidates exactly; 0 = always.",
+                               "an int8 copy of the item factors (a quarter of their memory more; a bound keeps every "
+                               "top-K item) and score the few candidates exactly (scores equal to float32 rounding); "
+                               "0 = always.",
                                lo=0, hi=10**12)
