@@ -52,3 +52,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     allowed = {"-q", "-v", "-ra", "-rA", "-p", "no:cacheprovider"}
     extra = [a for a in args[2:] if a not in allowed and not re.fullmatch(r"--durations=\d+", a)]
     assert extra == [], f"CI passes {extra} to pytest: it would not run the README's whole suite"
+
+
+def test_every_pinned_dependency_of_the_package_is_in_requirements_txt():
+    """build.sh installs requirements.txt, then the package without its dependencies: a dependency
+    pinned in pyproject.toml alone would be missing on a fresh machine."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {line.split("==")[0].strip().lower(): line.split("==")[1].strip()
+            for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line and not line.startswith("#")}
+    for dep in project["dependencies"]:
+        name, version = (x.strip() for x in dep.split("=="))
+        assert pins.get(name.lower()) == version, f"{dep} (pyproject.toml) is not pinned alike in requirements.txt"
