@@ -118,9 +118,10 @@ def bench_floor(wh: Path, k: int, n: int = 300) -> dict:
     rng = np.random.default_rng(2)
     st.model.prepare(cfg.serve.screen_min_items)
     out: dict = {"calls": n, "screened": st.model.screens(cfg.serve.screen_min_items)}
+    picks = rng.integers(0, len(users), n)  # the same users for both paths
     for name in ("full", "served"):
         cpu, wall = [], []
-        for j in rng.integers(0, len(users), n):
+        for j in picks:
             uf = UserFactors.one(st.model.rank, online=(users.vec[j], float(users.bias[j])))
             c0, w0 = time.thread_time(), time.perf_counter()
             rows = st.model.screened_rows(uf, k, cfg.serve.screen_min_items) if name == "served" else None

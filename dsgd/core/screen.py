@@ -90,10 +90,6 @@ class Int8Items:
         # a tiny row stays counted until a full reload (conservative: the full product decides)
         return Int8Items(codes, scale, np.ascontiguousarray(bias, np.float32), self.tiny or part.tiny)
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.codes.nbytes + self.scale.nbytes + self.bias.nbytes)
-
     def candidates(self, u: np.ndarray, c_parts: tuple[float, ...], kk: int) -> np.ndarray | None:
         """Sorted rows holding every one of the ``kk`` best items for the user vector ``u`` (float32
         score ``u . v_i + b_i + sum(c_parts)``: the user's bias and ``mu``); None when the screen cannot
