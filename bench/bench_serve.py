@@ -143,9 +143,18 @@ def _rss_mb() -> float:
 
 
 def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and its live descendants (the workers of ``serve.workers`` > 1)."""
+    from dsgd.ops.processes import process_tree
+
+    total = 0.0
+    for p in process_tree([pid]):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 # ---- the load generator (its own process) ---------------------------------------------------------------
@@ -274,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--conns", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=4, help="serve.threads")
+    ap.add_argument("--workers", default="1", help="serve.workers, a comma list: the HTTP points for each "
+                    "(http for the first, http_workers<N> for the others)")
     ap.add_argument("--reloads", type=int, default=3)
     ap.add_argument("--full-product-too", action="store_true",
                     help="also every HTTP point with serve.screen_min_items out of reach (no int8 screen)")
@@ -295,10 +306,14 @@ def main(argv: list[str] | None = None) -> dict:
             size["reload"] = bench_reload(wh, n, a.rank, a.reloads)
             size["floor"] = bench_floor(wh, a.k)
             conns = [int(c) for c in a.conns.split(",")]
-            size["http"] = bench_http(wh, a.users, a.k, conns, a.seconds, a.threads)
+            workers = [int(w) for w in a.workers.split(",")]
+            for w in workers:
+                key = "http" if w == workers[0] else f"http_workers{w}"
+                size[key] = bench_http(wh, a.users, a.k, conns, a.seconds, a.threads, (f"serve.workers={w}",))
             if a.full_product_too:  # the same points with the int8 screen off, side by side
                 size["http_full_product"] = bench_http(wh, a.users, a.k, conns, a.seconds, a.threads,
-                                                       ("serve.screen_min_items=1000000000000",))
+                                                       (f"serve.workers={workers[0]}",
+                                                        "serve.screen_min_items=1000000000000"))
             if a.spark_calls:
                 size["spark"] = bench_spark(wh, a.k, a.spark_calls, cli=j == 0)
             res["sizes"][str(n)] = size

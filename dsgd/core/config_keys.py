@@ -240,6 +240,9 @@ class ServeConfig:
                                          "fewer get the popularity fallback.", lo=1, hi=10**6)
     threads: int = _f(4, "Request threads scoring in parallel (numpy releases the GIL; one BLAS thread each).",
                       lo=1, hi=256)
+    workers: int = _f(1, "Server processes on the one port (each loads the model: memory times this; uvicorn's "
+                      "supervisor restarts a dead one; counters and histograms of /metrics are summed over them).",
+                      lo=1, hi=64)
     screen_min_items: int = _f(50_000, "Online models with at least this many items screen a lone user's top-K with "
                                "an int8 copy of the item factors (a quarter of their memory more; a bound keeps every "
                                "top-K item) and score the few candidates exactly (scores equal to float32 rounding); "

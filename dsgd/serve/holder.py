@@ -35,12 +35,17 @@ from dsgd.serve.state import Served
 log = logging.getLogger("dsgd.serve")
 
 
+def warehouse_root(cfg: Config) -> str:
+    """The warehouse the server reads (``serve.warehouse``, else ``app.warehouse``), no trailing slash."""
+    return (cfg.serve.warehouse or cfg.app.warehouse).rstrip("/")
+
+
 class Holder:
     """The served state (:attr:`state`, None until the first model loads) and the reloader that swaps it."""
 
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
-        root = (cfg.serve.warehouse or cfg.app.warehouse).rstrip("/")
+        root = warehouse_root(cfg)
         opts = {str(k): str(v) for k, v in cfg.serve.storage_options.items()}
         self.factors_table = Table(f"{root}/factors", opts)
         self.snapshots_table = Table(f"{root}/snapshots", opts)

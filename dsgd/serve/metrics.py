@@ -21,11 +21,15 @@ alert rule cover both; the rest are the server's own.
 | ``dsgd_serve_seen_dropped_pairs_total`` | counter | pairs over ``serve.seen_max_pairs`` |
 | ``dsgd_serve_score_products_total``, ``dsgd_serve_score_product_users_total`` | counter | batched scoring (users / products = mean batch) |
 
-One process serves (requests run in its thread pool), so no multiprocess mode is needed.
+With ``serve.workers`` > 1 the workers count in Prometheus's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
+set by :func:`dsgd.serve.server.serve` before a worker imports prometheus_client): counters and
+histograms are summed over the workers (``dsgd_serve_reloads_total`` then counts each worker's load); the
+model gauges are those of the worker that answers the scrape (every worker loads every version).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -33,7 +37,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -73,6 +76,14 @@ class _ModelCollector(Collector):
                            N.SERVE_SEEN_PAIRS: float(st.seen.pairs), N.SERVE_SEEN_BYTES: float(st.seen.nbytes)})
         for name, value in values.items():
             yield GaugeMetricFamily(name, self.HELP[name], value=value)
+        info = GaugeMetricFamily(N.BUILD_INFO, "Always 1; the labels name the build.", labels=["version", "process"])
+        info.add_metric([__version__, "serve"], 1.0)
+        yield info
+
+
+def multiprocess() -> bool:
+    """Whether this process counts in Prometheus's multiprocess mode (``serve.workers`` > 1)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class Metrics:
@@ -95,9 +106,15 @@ class Metrics:
                                 "together", registry=r)
         self.product_users = Counter(N.SERVE_PRODUCT_USERS, "Users those products scored", registry=r)
         self.seen_dropped = Counter(N.SERVE_SEEN_DROPPED, "Seen pairs over serve.seen_max_pairs", registry=r)
-        Gauge(N.BUILD_INFO, "Always 1; the labels name the build.", ["version", "process"],
-              registry=r).labels(__version__, "serve").set(1)
-        r.register(_ModelCollector(state))
+        self.model = _ModelCollector(state)
+        r.register(self.model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not multiprocess():
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess as mp
+
+        summed = CollectorRegistry()
+        mp.MultiProcessCollector(summed)
+        summed.register(self.model)
+        return generate_latest(summed)

@@ -1,8 +1,11 @@
 """Run ``dsgd serve``: the reloader thread plus uvicorn on one socket, until SIGINT/SIGTERM.
 
 The socket is bound here (so ``serve.port = 0`` can pick a free port and print it before serving), and
-handed to uvicorn; one process, its request thread pool scoring in parallel (``serve.threads``), BLAS
-limited to one thread per request.
+handed to uvicorn; each process's request thread pool scores in parallel (``serve.threads``), BLAS
+limited to one thread per request. ``serve.workers`` > 1 hands the socket to uvicorn's supervisor,
+which spawns that many worker processes (each with its own reloader and model; Python's GIL otherwise
+caps one process near one core's worth of request handling), restarts one that dies and stops them all
+on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from pathlib import Path
 
 from dsgd.core.config import Config
 
 log = logging.getLogger("dsgd.serve")
 
 TOKEN_ENV = "DSGD_SERVE_TOKEN"
+WORKER_CONFIG_ENV = "DSGD_SERVE_WORKER_CONFIG"  # a worker's resolved config (a 0600 JSON file)
 
 
 def resolve_token(cfg: Config) -> str:
@@ -45,32 +52,92 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(cfg: Config, *, out=sys.stdout) -> int:
-    """Serve until stopped; prints one JSON line with the URL once the socket listens."""
+def _uvicorn_config(app, **kw):
     import uvicorn
+
+    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="uvloop",
+                          http="httptools", timeout_graceful_shutdown=5, **kw)
+
+
+def _app(cfg: Config):
+    """This process's app: BLAS at one thread per request, the reloader started, the routes on its state."""
     from threadpoolctl import threadpool_limits
 
     from dsgd.serve.app import create_app
     from dsgd.serve.holder import Holder
 
     threadpool_limits(1, "blas")  # many requests in parallel, one BLAS thread each
-    token = resolve_token(cfg)
+    holder = Holder(cfg).start()
+    return holder, create_app(cfg, holder, token=resolve_token(cfg))
+
+
+def worker_app():
+    """uvicorn's app factory in a ``serve.workers`` > 1 worker (spawned: it reads the config the parent wrote)."""
+    from dsgd.core.config import from_dict
+
+    cfg = from_dict(json.loads(Path(os.environ[WORKER_CONFIG_ENV]).read_text()))
+    return _app(cfg)[1]
+
+
+def _print_url(cfg: Config, port: int, out) -> None:
+    host, token = cfg.serve.host, resolve_token(cfg)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    from dsgd.serve.holder import warehouse_root
+
+    print(json.dumps({"serving": url, "docs": f"{url}/docs", "auth": bool(token), "workers": cfg.serve.workers,
+                      "factors": f"{warehouse_root(cfg)}/factors"}), file=out, flush=True)
+    log.info("serve: listening on %s (token %s, %d worker(s))", url, "required" if token else "off",
+             cfg.serve.workers)
+
+
+def serve(cfg: Config, *, out=sys.stdout) -> int:
+    """Serve until stopped; prints one JSON line with the URL once the socket listens."""
     host = cfg.serve.host
-    if not _loopback(host) and not token:
+    if not _loopback(host) and not resolve_token(cfg):
         log.warning("serve: listening on %s without a bearer token: anyone who reaches the port can query", host)
     sock = bind(host, cfg.serve.port)
-    port = sock.getsockname()[1]
-    holder = Holder(cfg).start()
-    app = create_app(cfg, holder, token=token)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           loop="uvloop", http="httptools", timeout_graceful_shutdown=5))
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    print(json.dumps({"serving": url, "docs": f"{url}/docs", "auth": bool(token),
-                      "factors": holder.factors_table.uri}), file=out, flush=True)
-    log.info("serve: listening on %s (token %s)", url, "required" if token else "off")
     try:
-        server.run(sockets=[sock])
+        if cfg.serve.workers == 1:
+            return _serve_here(cfg, sock, out)
+        return _serve_workers(cfg, sock, out)
+    finally:
+        sock.close()
+
+
+def _serve_here(cfg: Config, sock: socket.socket, out) -> int:
+    import uvicorn
+
+    holder, app = _app(cfg)
+    _print_url(cfg, sock.getsockname()[1], out)
+    try:
+        uvicorn.Server(_uvicorn_config(app)).run(sockets=[sock])
     finally:
         holder.stop()
-        sock.close()
     return 0
+
+
+def _serve_workers(cfg: Config, sock: socket.socket, out) -> int:
+    """uvicorn's supervisor on ``sock``; its spawned workers count in one Prometheus multiprocess directory."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    shared = Path(tempfile.mkdtemp(prefix="dsgd-serve-"))  # 0700: the config file holds any secrets
+    try:
+        conf = shared / "config.json"
+        conf.touch(mode=0o600)
+        conf.write_text(json.dumps(cfg.to_dict()))
+        (shared / "prometheus").mkdir()
+        os.environ[WORKER_CONFIG_ENV] = str(conf)  # inherited by the spawned workers
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "prometheus")
+        _print_url(cfg, sock.getsockname()[1], out)
+        supervisor = Multiprocess(_uvicorn_config("dsgd.serve.server:worker_app", factory=True,
+                                                  workers=cfg.serve.workers), sockets=[sock])
+        supervisor.run()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            log.error("serve: a worker failed to start (its error is above); stopped")
+            return 1
+        return 0
+    finally:
+        os.environ.pop(WORKER_CONFIG_ENV, None)
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(shared, ignore_errors=True)
