@@ -211,6 +211,9 @@ def bench_http(wh: Path, n_users: int, k: int, conns: list[int], seconds: float,
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        workers = next((int(o.split("=")[1]) for o in overrides if o.startswith("serve.workers=")), 1)
+        while time.monotonic() < deadline and _factor_loads(url) < workers:  # every worker, not the first
+            time.sleep(0.2)
         rng = np.random.default_rng(3)
         paths = [f"/users/u{j}/recommendations?k={k}&exclude_seen=false" for j in rng.integers(0, n_users, 2000)]
         httpx.get(url + paths[0], timeout=30)  # warm
@@ -245,6 +248,14 @@ def _products(url: str) -> tuple[float, float]:
         if name in got:
             got[name] = float(value)
     return got["dsgd_serve_score_products_total"], got["dsgd_serve_score_product_users_total"]
+
+
+def _factor_loads(url: str) -> float:
+    """Loads of the factors table so far, summed over the server's workers."""
+    import httpx
+
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(url + "/metrics", timeout=30).text.splitlines()
+               if line.startswith('dsgd_serve_reloads_total{') and 'table="factors"' in line)
 
 
 def _per_product(before: tuple[float, float], after: tuple[float, float]) -> float:

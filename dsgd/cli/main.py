@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 
 from dsgd.cli.registry import COMMANDS
 from dsgd.core.config import ConfigError, load_config
+from dsgd.core.logs import setup_logging
 from dsgd.store.errors import IncompatibleTable
 
 log = logging.getLogger("dsgd")
@@ -36,13 +37,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra TOML config file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help="override one config key (repeatable)")
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "py4j", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:

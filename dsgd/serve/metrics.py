@@ -83,7 +83,8 @@ class _ModelCollector(Collector):
 
 def multiprocess() -> bool:
     """Whether this process counts in Prometheus's multiprocess mode (``serve.workers`` > 1)."""
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    mine = os.environ.get("DSGD_SERVE_MULTIPROC")  # set by serve for its workers, not a user's global setting
+    return bool(mine) and mine == os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:

@@ -25,7 +25,8 @@ from dsgd.core.config import Config
 log = logging.getLogger("dsgd.serve")
 
 TOKEN_ENV = "DSGD_SERVE_TOKEN"
-WORKER_CONFIG_ENV = "DSGD_SERVE_WORKER_CONFIG"  # a worker's resolved config (a 0600 JSON file)
+WORKER_CONFIG_ENV = "DSGD_SERVE_WORKER_CONFIG"  # a worker's resolved config, JSON (environ is owner-only)
+MULTIPROC_ENV = "DSGD_SERVE_MULTIPROC"  # the Prometheus directory serve made for its workers
 
 
 def resolve_token(cfg: Config) -> str:
@@ -72,11 +73,21 @@ def _app(cfg: Config):
 
 
 def worker_app():
-    """uvicorn's app factory in a ``serve.workers`` > 1 worker (spawned: it reads the config the parent wrote)."""
-    from dsgd.core.config import from_dict
+    """uvicorn's app factory in a ``serve.workers`` > 1 worker (spawned: it reads the config the parent left in
+    its environment). Any failure exits with uvicorn's start-up failure code, so the supervisor stops
+    instead of respawning a worker that cannot start."""
+    from uvicorn.config import STARTUP_FAILURE
 
-    cfg = from_dict(json.loads(Path(os.environ[WORKER_CONFIG_ENV]).read_text()))
-    return _app(cfg)[1]
+    from dsgd.core.config import from_dict
+    from dsgd.core.logs import setup_logging
+
+    try:
+        cfg = from_dict(json.loads(os.environ[WORKER_CONFIG_ENV]))
+        setup_logging(cfg.app.log_level)
+        return _app(cfg)[1]
+    except Exception:
+        log.exception("serve: worker %d failed to start", os.getpid())
+        sys.exit(STARTUP_FAILURE)
 
 
 def _print_url(cfg: Config, port: int, out) -> None:
@@ -116,20 +127,33 @@ def _serve_here(cfg: Config, sock: socket.socket, out) -> int:
     return 0
 
 
+def _worker_config(cfg: Config) -> str:
+    from dsgd.core.config import ConfigError
+
+    try:
+        return json.dumps(cfg.to_dict())
+    except TypeError as e:  # e.g. a TOML date inside a table value
+        raise ConfigError(f"serve.workers > 1 hands the config to its workers as JSON, which cannot hold it: {e}; "
+                          "use strings or numbers there, or serve.workers = 1") from e
+
+
 def _serve_workers(cfg: Config, sock: socket.socket, out) -> int:
     """uvicorn's supervisor on ``sock``; its spawned workers count in one Prometheus multiprocess directory."""
+    import signal
+
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
+    from uvicorn.supervisors.multiprocess import SIGNALS
 
-    shared = Path(tempfile.mkdtemp(prefix="dsgd-serve-"))  # 0700: the config file holds any secrets
+    payload = _worker_config(cfg)
+    _print_url(cfg, sock.getsockname()[1], out)  # before the environment below: this process stays single-mode
+    runtime = os.environ.get("RUNTIME_DIRECTORY") or os.environ.get("XDG_RUNTIME_DIR") or None
+    shared = Path(tempfile.mkdtemp(prefix="dsgd-serve-", dir=runtime if runtime and os.path.isdir(runtime) else None))
+    handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    env = {WORKER_CONFIG_ENV: payload, "PROMETHEUS_MULTIPROC_DIR": str(shared), MULTIPROC_ENV: str(shared)}
+    saved = {k: os.environ.get(k) for k in env}
     try:
-        conf = shared / "config.json"
-        conf.touch(mode=0o600)
-        conf.write_text(json.dumps(cfg.to_dict()))
-        (shared / "prometheus").mkdir()
-        os.environ[WORKER_CONFIG_ENV] = str(conf)  # inherited by the spawned workers
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "prometheus")
-        _print_url(cfg, sock.getsockname()[1], out)
+        os.environ.update(env)  # inherited by the spawned workers
         supervisor = Multiprocess(_uvicorn_config("dsgd.serve.server:worker_app", factory=True,
                                                   workers=cfg.serve.workers), sockets=[sock])
         supervisor.run()
@@ -138,6 +162,11 @@ def _serve_workers(cfg: Config, sock: socket.socket, out) -> int:
             return 1
         return 0
     finally:
-        os.environ.pop(WORKER_CONFIG_ENV, None)
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
         shutil.rmtree(shared, ignore_errors=True)
